@@ -1,0 +1,310 @@
+//! Config validation, specified by example: every message a user can see.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+fn check(text: &str) -> Result<Config, ConfigErrors> {
+    parse(Path::new("/etc/schedctl/jobs.toml"), text)
+}
+
+/// The error lines, without the summary line.
+fn errors(text: &str) -> Vec<String> {
+    let err = check(text).expect_err("the file is invalid");
+    let rendered = err.to_string();
+    let mut lines: Vec<String> = rendered.lines().map(str::to_owned).collect();
+    let summary = lines.pop().expect("summary line");
+    assert_eq!(
+        summary,
+        format!(
+            "/etc/schedctl/jobs.toml: {} error{}; fix them and try again",
+            lines.len(),
+            if lines.len() == 1 { "" } else { "s" }
+        )
+    );
+    lines
+}
+
+#[test]
+fn a_full_job_is_read_with_every_key() {
+    let config = check(
+        r#"
+[daemon]
+timezone = "Europe/Berlin"
+shutdown_grace = "1m"
+log_format = "json"
+
+[defaults]
+kill_grace = "5s"
+env = { PATH = "/usr/bin:/bin", LANG = "C.UTF-8" }
+
+[jobs.backup]
+schedule = "30 2 * * *"
+command = "/usr/local/bin/backup --full"
+timezone = "America/New_York"
+overlap = "allow"
+timeout = "2h"
+workdir = "data"
+env = { LANG = "en_US.UTF-8", TARGET = "s3://bucket" }
+
+[jobs.report]
+schedule = "@daily"
+command = ["/usr/bin/report", "--month", "11"]
+enabled = false
+"#,
+    )
+    .expect("valid");
+    assert_eq!(config.daemon.timezone.name, "Europe/Berlin");
+    assert_eq!(config.daemon.shutdown_grace, Duration::from_secs(60));
+    assert_eq!(config.daemon.log_format, LogFormat::Json);
+    let names: Vec<&str> = config.jobs.iter().map(|j| &*j.name).collect();
+    assert_eq!(names, ["backup", "report"]);
+
+    let backup = config.job("backup").expect("backup");
+    assert_eq!(
+        backup.command,
+        CommandLine::Shell("/usr/local/bin/backup --full".into())
+    );
+    assert_eq!(backup.zone.name, "America/New_York");
+    assert_eq!(backup.overlap, Overlap::Allow);
+    assert_eq!(backup.timeout, Some(Duration::from_secs(7200)));
+    assert_eq!(backup.kill_grace, Duration::from_secs(5), "from [defaults]");
+    assert_eq!(
+        backup.workdir.as_deref(),
+        Some(Path::new("/etc/schedctl/data"))
+    );
+    let env: Vec<(&str, &str)> = backup
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        env,
+        [
+            ("PATH", "/usr/bin:/bin"),
+            ("LANG", "en_US.UTF-8"),
+            ("TARGET", "s3://bucket")
+        ]
+    );
+
+    let report = config.job("report").expect("report");
+    assert_eq!(
+        report.command,
+        CommandLine::Exec(vec![
+            "/usr/bin/report".into(),
+            "--month".into(),
+            "11".into()
+        ])
+    );
+    assert_eq!(
+        report.zone.name, "Europe/Berlin",
+        "the daemon's zone is the default"
+    );
+    assert!(!report.enabled);
+    assert_eq!(report.overlap, Overlap::Skip);
+    assert_eq!(report.timeout, None);
+    assert_eq!(report.kill_grace, Duration::from_secs(5));
+}
+
+#[test]
+fn builtin_defaults() {
+    let config = check("[jobs.a]\nschedule = \"* * * * *\"\ncommand = \"true\"\n").expect("valid");
+    let a = &config.jobs[0];
+    assert_eq!(a.kill_grace, DEFAULT_KILL_GRACE);
+    assert_eq!(a.overlap, Overlap::Skip);
+    assert!(a.enabled);
+    assert_eq!(config.daemon.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
+    assert_eq!(config.daemon.log_format, LogFormat::Text);
+}
+
+#[test]
+fn an_empty_file_is_valid_and_has_no_jobs() {
+    assert!(check("").expect("valid").jobs.is_empty());
+}
+
+#[test]
+fn every_error_in_the_file_is_reported_at_once_in_file_order() {
+    let lines = errors(
+        r#"[daemon]
+timezone = "Mars/Olympus"
+shutdown_grace = 30
+colour = "blue"
+
+[jobs.backup]
+schedule = "61 * * * *"
+command = ""
+timout = "1h"
+overlap = "sometimes"
+
+[jobs."bad name"]
+schedule = "@daily"
+command = "true"
+
+[jobs.nocmd]
+schedule = "@hourly"
+"#,
+    );
+    assert_eq!(
+        lines,
+        [
+            "/etc/schedctl/jobs.toml:2:12: [daemon]: key `timezone`: unknown time zone `Mars/Olympus` (use an IANA name such as `Europe/Berlin` or `UTC`)",
+            "/etc/schedctl/jobs.toml:3:18: [daemon]: key `shutdown_grace`: expected a duration string such as \"90s\" or \"1h 30m\", found integer `30`",
+            "/etc/schedctl/jobs.toml:4:1: [daemon]: key `colour`: unknown key (expected one of: timezone, shutdown_grace, log_format)",
+            "/etc/schedctl/jobs.toml:7:12: job `backup`: key `schedule`: minute field `61`: value out of range 0-59",
+            "/etc/schedctl/jobs.toml:8:11: job `backup`: key `command`: the command must not be empty",
+            "/etc/schedctl/jobs.toml:9:1: job `backup`: key `timout`: unknown key (did you mean `timeout`?)",
+            "/etc/schedctl/jobs.toml:10:11: job `backup`: key `overlap`: `sometimes` is not an overlap policy (expected `skip` or `allow`)",
+            "/etc/schedctl/jobs.toml:12:7: job `bad name`: job names may only contain letters, digits, `_`, `.` and `-`",
+            "/etc/schedctl/jobs.toml:16:7: job `nocmd`: missing key `command`",
+        ]
+    );
+}
+
+#[test]
+fn value_errors() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "timezone = 5",
+            "key `timezone`: expected a string, found integer `5`",
+        ),
+        (
+            "timeout = \"0s\"",
+            "key `timeout`: a timeout of zero would kill every run at once; leave `timeout` out for no limit",
+        ),
+        (
+            "timeout = \"soon\"",
+            "key `timeout`: `soon` is not a duration (expected number at 0); write e.g. \"90s\" or \"1h 30m\"",
+        ),
+        (
+            "kill_grace = true",
+            "key `kill_grace`: expected a duration string such as \"90s\" or \"1h 30m\", found boolean `true`",
+        ),
+        (
+            "enabled = \"yes\"",
+            "key `enabled`: expected `true` or `false`, found string `yes`",
+        ),
+        (
+            "overlap = \"queue\"",
+            "key `overlap`: `queue` is not supported by this version of schedctl yet (use `skip` or `allow`)",
+        ),
+        (
+            "workdir = \"\"",
+            "key `workdir`: the working directory must not be empty",
+        ),
+        (
+            "env = \"A=1\"",
+            "key `env`: expected a table such as { NAME = \"value\" }, found string `A=1`",
+        ),
+        (
+            "env = { N = 5 }",
+            "key `env`: `N` must be a string (quote it), found integer `5`",
+        ),
+        (
+            "env = { SCHEDCTL_JOB = \"x\" }",
+            "key `env`: `SCHEDCTL_JOB` is set by schedctl for every run and cannot be overridden",
+        ),
+        (
+            "retries = 3",
+            "key `retries`: this key is not supported by this version of schedctl yet",
+        ),
+    ];
+    for (line, expected) in cases {
+        let text = format!("[jobs.j]\nschedule = \"@daily\"\ncommand = \"true\"\n{line}\n");
+        let lines = errors(&text);
+        assert_eq!(lines.len(), 1, "{line}: {lines:?}");
+        let message = lines[0].split_once(": job `j`: ").map(|(_, m)| m);
+        assert_eq!(message, Some(*expected), "{line}");
+    }
+}
+
+#[test]
+fn command_forms() {
+    let cases: &[(&str, &str)] = &[
+        ("command = []", "the command array must name a program"),
+        ("command = [\"\"]", "the program name must not be empty"),
+        (
+            "command = [\"ls\", 5]",
+            "every element of a command array must be a string, found integer `5`",
+        ),
+        (
+            "command = 5",
+            "expected a string (run by /bin/sh -c) or an array (executed directly), found integer `5`",
+        ),
+        ("command = \"   \"", "the command must not be empty"),
+    ];
+    for (line, expected) in cases {
+        let lines = errors(&format!("[jobs.j]\nschedule = \"@daily\"\n{line}\n"));
+        assert_eq!(
+            lines,
+            [format!(
+                "/etc/schedctl/jobs.toml:3:11: job `j`: key `command`: {expected}"
+            )],
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn defaults_are_validated_once_and_fill_every_job() {
+    let lines = errors(
+        "[defaults]\ntimeout = \"never\"\ncommand = \"true\"\n[jobs.a]\nschedule = \"@daily\"\n[jobs.b]\nschedule = \"@daily\"\n",
+    );
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with(
+            "/etc/schedctl/jobs.toml:2:11: [defaults]: key `timeout`: `never` is not a duration"
+        ),
+        "{}",
+        lines[0]
+    );
+
+    let ok = check("[defaults]\ncommand = \"true\"\nschedule = \"@hourly\"\n[jobs.a]\n[jobs.b]\nschedule = \"@daily\"\n").expect("valid");
+    assert_eq!(ok.job("a").expect("a").schedule_text, "@hourly");
+    assert_eq!(ok.job("b").expect("b").schedule_text, "@daily");
+}
+
+#[test]
+fn structure_errors() {
+    assert_eq!(
+        errors("[[job]]\nname = \"x\"\n"),
+        ["/etc/schedctl/jobs.toml:1:3: unknown table `job` (jobs are tables named [jobs.NAME])"]
+    );
+    assert_eq!(
+        errors("jobs = 5\n"),
+        ["/etc/schedctl/jobs.toml:1:8: `jobs` must be a table, found integer `5`"]
+    );
+    assert_eq!(
+        errors("[jobs]\nbackup = \"30 2 * * *\"\n"),
+        [
+            "/etc/schedctl/jobs.toml:2:10: job `backup`: a job must be a table, found string `30 2 * * *`"
+        ]
+    );
+}
+
+#[test]
+fn syntax_errors_are_reported_with_their_position() {
+    let lines = errors("[jobs.a]\nschedule = \"@daily\ncommand = \"true\"\n");
+    assert!(!lines.is_empty());
+    assert!(
+        lines[0].starts_with("/etc/schedctl/jobs.toml:2:"),
+        "{lines:?}"
+    );
+    let dup = errors("[jobs.a]\ncommand = \"a\"\ncommand = \"b\"\nschedule = \"@daily\"\n");
+    assert!(
+        dup[0].starts_with("/etc/schedctl/jobs.toml:3:1: duplicate key"),
+        "{dup:?}"
+    );
+}
+
+#[test]
+fn zones_are_resolved_once_per_name() {
+    let mut text = String::new();
+    for i in 0..50 {
+        text.push_str(&format!(
+            "[jobs.j{i}]\nschedule = \"@daily\"\ncommand = \"true\"\ntimezone = \"Asia/Tokyo\"\n"
+        ));
+    }
+    let config = check(&text).expect("valid");
+    assert!(config.jobs.iter().all(|j| j.zone.name == "Asia/Tokyo"));
+}

@@ -1,0 +1,95 @@
+//! Process identity on this host: the hostname, the boot id, and a process's start time,
+//! so that a recorded pid is only trusted while it still names the same process.
+
+use std::path::Path;
+
+use jiff::Timestamp;
+
+use crate::store::Instance;
+
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// The kernel's id of this boot; pids from another boot name nothing.
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Field 22 of `/proc/PID/stat`: start time in clock ticks since boot. None if the process
+/// does not exist (or is a zombie, which no longer runs anything).
+pub fn pid_start(pid: u32) -> Option<i64> {
+    let stat =
+        std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: parse after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    // `rest` starts at field 3 (state); field 22 is 19 further.
+    fields.nth(18)?.parse().ok()
+}
+
+/// Whether `pid` still names the process that had start time `start` on this boot.
+pub fn process_matches(pid: u32, start: Option<i64>) -> bool {
+    match (pid_start(pid), start) {
+        (Some(now), Some(then)) => now == then,
+        _ => false,
+    }
+}
+
+/// This daemon process.
+pub fn current_instance(now: Timestamp) -> Instance {
+    let host = hostname();
+    let pid = std::process::id();
+    let pid_start = pid_start(pid);
+    Instance {
+        id: format!("{host}:{pid}:{}", pid_start.unwrap_or(0)),
+        host,
+        pid,
+        pid_start,
+        boot_id: boot_id(),
+        started_at: now,
+    }
+}
+
+/// Whether an instance recorded with these facts is alive: Some(answer) on this host and
+/// boot, None when it lives elsewhere and cannot be checked from here.
+pub fn instance_alive(
+    me: &Instance,
+    host: &str,
+    boot_id: &str,
+    pid: u32,
+    pid_start: Option<i64>,
+) -> Option<bool> {
+    if host != me.host {
+        return None;
+    }
+    if boot_id != me.boot_id {
+        return Some(false);
+    }
+    Some(process_matches(pid, pid_start))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_matches_itself_and_not_another_start_time() {
+        let me = std::process::id();
+        let start = pid_start(me);
+        assert!(start.is_some());
+        assert!(process_matches(me, start));
+        assert!(!process_matches(me, start.map(|s| s + 1)));
+        assert!(!process_matches(u32::MAX - 1, Some(1)));
+    }
+}

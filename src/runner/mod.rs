@@ -1,0 +1,366 @@
+//! Running one job: [`Executor::start`] spawns it with the documented environment in its own
+//! process group and starts pumping stdout/stderr into the log; [`RunHandle::wait`] sees it
+//! to its end: timeout and stop requests (SIGTERM to the group, `kill_grace`, SIGKILL),
+//! leftover processes of the group cleaned up, output drained, the result file read.
+
+mod output;
+mod process;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use nix::sys::signal::Signal;
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+use crate::config::Job;
+use crate::logging::{LineFormat, LogSink};
+use crate::run::{RunId, RunOutcome, StopCause, Stream, Trigger};
+
+pub use output::{MAX_LINE, Splitter, Tail};
+pub(crate) use process::pidfd_open;
+pub use process::{DEFAULT_PATH, stop_group_of};
+
+/// What a job writes to `$SCHEDCTL_RESULT` is kept up to this size.
+pub const RESULT_LIMIT: usize = 64 * 1024;
+
+/// Everything needed to start one run.
+#[derive(Clone, Debug)]
+pub struct RunSpec {
+    pub job: Arc<Job>,
+    pub run_id: RunId,
+    pub scheduled_for: Timestamp,
+    pub trigger: Trigger,
+    pub attempt: u32,
+}
+
+/// How a run ended, with what it left behind.
+#[derive(Clone, Debug)]
+pub struct Ended {
+    pub outcome: RunOutcome,
+    pub ended_at: Timestamp,
+    pub output_tail: Vec<u8>,
+    pub result: Option<Vec<u8>>,
+}
+
+/// Asks a run to stop: set once, seen by the run at any point of its life.
+pub type StopRequest = watch::Receiver<Option<StopCause>>;
+
+/// Starts runs. The real one starts processes; tests substitute their own.
+pub trait Executor: Send + Sync + 'static {
+    type Handle: RunHandle;
+    /// Start `spec`; the error is the reason it could not start (missing program, bad
+    /// working directory...), recorded as a failed run.
+    fn start(&self, spec: &RunSpec) -> Result<Self::Handle, String>;
+}
+
+/// A started run.
+pub trait RunHandle: Send + 'static {
+    fn pid(&self) -> u32;
+    /// The process's start time on this host (see `procinfo`), to recognise it later.
+    fn pid_start(&self) -> Option<i64>;
+    /// Follow the run to its end.
+    fn wait(self, stop: StopRequest) -> impl Future<Output = Ended> + Send;
+}
+
+/// The environment every run starts from, before the job's `env` and the `SCHEDCTL_*` variables.
+#[derive(Clone, Debug)]
+pub struct BaseEnv(pub Vec<(String, String)>);
+
+impl BaseEnv {
+    /// `PATH`, `HOME`, `USER`, `LOGNAME` (of the daemon's user) and `SHELL=/bin/sh`, as cron gives.
+    pub fn for_current_user() -> BaseEnv {
+        let user = nix::unistd::User::from_uid(nix::unistd::getuid())
+            .ok()
+            .flatten();
+        let (name, home) = match &user {
+            Some(u) => (u.name.clone(), u.dir.display().to_string()),
+            None => (String::new(), "/".to_owned()),
+        };
+        let mut vars = vec![
+            ("PATH".to_owned(), DEFAULT_PATH.to_owned()),
+            ("HOME".to_owned(), home),
+            ("SHELL".to_owned(), "/bin/sh".to_owned()),
+        ];
+        if !name.is_empty() {
+            vars.push(("USER".to_owned(), name.clone()));
+            vars.push(("LOGNAME".to_owned(), name));
+        }
+        BaseEnv(vars)
+    }
+}
+
+/// The executor that starts real processes.
+pub struct Runner<C> {
+    clock: C,
+    sink: LogSink,
+    base_env: BaseEnv,
+    /// Holds `jobs/NAME/` (SCHEDCTL_STATE_DIR) and `results/RUN_ID` (SCHEDCTL_RESULT).
+    state_dir: PathBuf,
+    output_tail: usize,
+}
+
+impl<C: Clock> Runner<C> {
+    pub fn new(
+        clock: C,
+        sink: LogSink,
+        base_env: BaseEnv,
+        state_dir: PathBuf,
+        output_tail: usize,
+    ) -> Self {
+        Runner {
+            clock,
+            sink,
+            base_env,
+            state_dir,
+            output_tail,
+        }
+    }
+
+    fn job_dir(&self, job: &str) -> PathBuf {
+        self.state_dir.join("jobs").join(job)
+    }
+
+    fn result_path(&self, run_id: RunId) -> PathBuf {
+        self.state_dir.join("results").join(run_id.to_string())
+    }
+
+    /// The environment of one run: base, then the job's `env`, then `SCHEDCTL_*`.
+    pub fn environment(&self, spec: &RunSpec) -> Vec<(String, String)> {
+        let mut env = self.base_env.0.clone();
+        let mut set = |key: &str, value: String| {
+            env.retain(|(k, _)| k != key);
+            env.push((key.to_owned(), value));
+        };
+        for (k, v) in &spec.job.env {
+            set(k, v.clone());
+        }
+        set("SCHEDCTL_JOB", spec.job.name.to_string());
+        set("SCHEDCTL_RUN_ID", spec.run_id.to_string());
+        let local = spec
+            .scheduled_for
+            .to_zoned_datetime(spec.job.zone.tz.clone());
+        set(
+            "SCHEDCTL_SCHEDULED_FOR",
+            local.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string(),
+        );
+        set("SCHEDCTL_ATTEMPT", spec.attempt.to_string());
+        set("SCHEDCTL_TRIGGER", spec.trigger.as_str().to_owned());
+        set(
+            "SCHEDCTL_STATE_DIR",
+            self.job_dir(&spec.job.name).display().to_string(),
+        );
+        set(
+            "SCHEDCTL_RESULT",
+            self.result_path(spec.run_id).display().to_string(),
+        );
+        env
+    }
+}
+
+impl<C: Clock> Executor for Runner<C> {
+    type Handle = Running<C>;
+
+    fn start(&self, spec: &RunSpec) -> Result<Running<C>, String> {
+        let job = &spec.job;
+        let job_dir = self.job_dir(&job.name);
+        let results = self.state_dir.join("results");
+        for dir in [&job_dir, &results] {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                format!(
+                    "cannot create `{}` (for SCHEDCTL_STATE_DIR/SCHEDCTL_RESULT): {e}",
+                    dir.display()
+                )
+            })?;
+        }
+        let result_path = self.result_path(spec.run_id);
+        let _ = std::fs::remove_file(&result_path);
+        let env = self.environment(spec);
+        let mut process = process::spawn(&job.command, &env, job.workdir.as_deref())?;
+        let tail = Arc::new(Mutex::new(Tail::new(self.output_tail)));
+        let style = self.sink.style();
+        let pumps = [
+            (process.stdout.take(), Stream::Stdout),
+            (process.stderr.take(), Stream::Stderr),
+        ]
+        .into_iter()
+        .filter_map(|(pipe, stream)| {
+            let format = LineFormat::new(style, &job.name, spec.run_id, stream);
+            pipe.map(|p| {
+                tokio::spawn(output::pump(
+                    p,
+                    stream,
+                    format,
+                    self.sink.clone(),
+                    Arc::clone(&tail),
+                ))
+            })
+        })
+        .collect();
+        Ok(Running {
+            clock: self.clock.clone(),
+            pid_start: crate::procinfo::pid_start(process.pid()),
+            process,
+            pumps,
+            tail,
+            result_path,
+            job: Arc::clone(job),
+            run_id: spec.run_id,
+        })
+    }
+}
+
+/// A run of a real process.
+pub struct Running<C> {
+    clock: C,
+    process: process::Process,
+    pid_start: Option<i64>,
+    pumps: Vec<tokio::task::JoinHandle<()>>,
+    tail: Arc<Mutex<Tail>>,
+    result_path: PathBuf,
+    job: Arc<Job>,
+    run_id: RunId,
+}
+
+impl<C: Clock> RunHandle for Running<C> {
+    fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    fn pid_start(&self) -> Option<i64> {
+        self.pid_start
+    }
+
+    async fn wait(mut self, mut stop: StopRequest) -> Ended {
+        let (job, run_id, pid) = (&*self.job.name, self.run_id, self.process.pid());
+        let timeout = async {
+            match self.job.timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        let reason = tokio::select! {
+            () = self.process.exited() => None,
+            () = timeout => Some(Stop::Timeout),
+            Ok(cause) = stop.wait_for(Option::is_some) => Some(Stop::Requested(cause.unwrap_or(StopCause::Shutdown))),
+        };
+        if let Some(why) = &reason {
+            tracing::warn!(
+                job,
+                run_id = run_id.0,
+                pid,
+                "{}; sending SIGTERM to its process group",
+                why.describe(self.job.timeout)
+            );
+            terminate(&self.process, self.job.kill_grace, job, run_id).await;
+        }
+        // The leader has exited but is not reaped, so the group id is still ours: ask
+        // leftovers (background processes of the job) to go before reaping.
+        self.process.signal_group(Signal::SIGTERM);
+        let end = self.process.reap();
+        let ended_at = self.clock.now();
+        if self.process.group_has_members() {
+            tracing::warn!(
+                job,
+                run_id = run_id.0,
+                "the job left processes behind in its process group; stopping them"
+            );
+            stop_leftovers(&self.process, self.job.kill_grace).await;
+        }
+        drain(std::mem::take(&mut self.pumps), job, run_id).await;
+        let outcome = match reason {
+            None => RunOutcome::Finished(end),
+            Some(Stop::Timeout) => RunOutcome::TimedOut {
+                after: self.job.timeout.unwrap_or_default(),
+                end,
+            },
+            Some(Stop::Requested(cause)) => RunOutcome::Stopped { cause, end },
+        };
+        let output_tail = std::mem::replace(
+            &mut *self.tail.lock().unwrap_or_else(|p| p.into_inner()),
+            Tail::new(0),
+        )
+        .into_bytes();
+        Ended {
+            outcome,
+            ended_at,
+            output_tail,
+            result: read_result(&self.result_path),
+        }
+    }
+}
+
+/// What the job wrote to `$SCHEDCTL_RESULT` (at most [`RESULT_LIMIT`] bytes); the file is removed.
+fn read_result(path: &std::path::Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).ok()?;
+    let mut result = Vec::new();
+    let _ = file.take(RESULT_LIMIT as u64).read_to_end(&mut result);
+    let _ = std::fs::remove_file(path);
+    Some(result)
+}
+
+enum Stop {
+    Timeout,
+    Requested(StopCause),
+}
+
+impl Stop {
+    fn describe(&self, timeout: Option<Duration>) -> String {
+        match self {
+            Stop::Timeout => format!(
+                "run timed out after {}",
+                humantime::format_duration(timeout.unwrap_or_default())
+            ),
+            Stop::Requested(cause) => format!("stopping run ({})", cause.as_str()),
+        }
+    }
+}
+
+/// SIGTERM to the group, then SIGKILL if the leader is still there after `grace`.
+async fn terminate(process: &process::Process, grace: Duration, job: &str, run_id: RunId) {
+    process.signal_group(Signal::SIGTERM);
+    if tokio::time::timeout(grace, process.exited()).await.is_err() {
+        tracing::warn!(
+            job,
+            run_id = run_id.0,
+            "run still alive {} after SIGTERM; sending SIGKILL",
+            humantime::format_duration(grace)
+        );
+        process.signal_group(Signal::SIGKILL);
+        process.exited().await;
+    }
+}
+
+/// After the leader was reaped: wait up to `grace` for the group's other members to
+/// leave (they got SIGTERM already), then SIGKILL them. There is no notification for a
+/// group becoming empty, so this rare path checks with a short backoff.
+async fn stop_leftovers(process: &process::Process, grace: Duration) {
+    let deadline = tokio::time::Instant::now() + grace;
+    let mut pause = Duration::from_millis(5);
+    while process.group_has_members() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+    process.signal_group(Signal::SIGKILL);
+}
+
+/// Wait for the output to reach its end. A process outside the group (one that called
+/// setsid) may hold the pipes open; stop reading after a while rather than hang the run.
+async fn drain(pumps: Vec<tokio::task::JoinHandle<()>>, job: &str, run_id: RunId) {
+    const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+    for pump in pumps {
+        let abort = pump.abort_handle();
+        if tokio::time::timeout(DRAIN_LIMIT, pump).await.is_err() {
+            abort.abort();
+            tracing::warn!(
+                job,
+                run_id = run_id.0,
+                "output still held open by a process outside the job's process group; no longer reading it"
+            );
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! One child process in its own process group: spawning it with a clean environment,
+//! noticing its exit through a pidfd (no SIGCHLD handler, no polling), signalling its whole
+//! group while the unreaped leader still reserves the group id, and reaping it.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+use nix::unistd::Pid;
+use tokio::io::unix::AsyncFd;
+use tokio::net::unix::pipe;
+
+use crate::config::CommandLine;
+use crate::run::Termination;
+
+pub struct Process {
+    pid: Pid,
+    pidfd: AsyncFd<OwnedFd>,
+    pub stdout: Option<pipe::Receiver>,
+    pub stderr: Option<pipe::Receiver>,
+    reaped: bool,
+}
+
+/// Start `command` in a new process group with exactly `env`, in `workdir`.
+/// The error is a one-line reason for the run record.
+pub fn spawn(
+    command: &CommandLine,
+    env: &[(String, String)],
+    workdir: Option<&Path>,
+) -> Result<Process, String> {
+    if let Some(dir) = workdir {
+        check_workdir(dir)?;
+    }
+    let mut cmd = match command {
+        CommandLine::Shell(script) => {
+            let mut c = std::process::Command::new("/bin/sh");
+            c.arg("-c").arg(script);
+            c
+        }
+        CommandLine::Exec(argv) => {
+            let path_var = env
+                .iter()
+                .find(|(k, _)| k == "PATH")
+                .map(|(_, v)| v.as_str());
+            let program = resolve_program(&argv[0], path_var, workdir)?;
+            let mut c = std::process::Command::new(program);
+            c.arg0(&argv[0]).args(&argv[1..]);
+            c
+        }
+    };
+    cmd.env_clear()
+        .envs(env.iter().map(|(k, v)| (OsStr::new(k), OsStr::new(v))))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    if let Some(dir) = workdir {
+        cmd.current_dir(dir);
+    }
+    let mut child = cmd.spawn().map_err(|e| describe_spawn_error(command, &e))?;
+    let pid = Pid::from_raw(child.id() as i32);
+    let stdout = child.stdout.take().map(|s| pipe_receiver(OwnedFd::from(s)));
+    let stderr = child.stderr.take().map(|s| pipe_receiver(OwnedFd::from(s)));
+    // The child is ours until we reap it, so its pid cannot be reused before pidfd_open.
+    let pidfd = pidfd_open(pid)
+        .and_then(crate::clock::readable_fd)
+        .map_err(|e| {
+            let _ = killpg(pid, Signal::SIGKILL);
+            let _ = waitid(Id::Pid(pid), WaitPidFlag::WEXITED);
+            format!("cannot watch the process (pidfd_open needs Linux 5.3 or later): {e}")
+        })?;
+    Ok(Process {
+        pid,
+        pidfd,
+        stdout: stdout.transpose().ok().flatten(),
+        stderr: stderr.transpose().ok().flatten(),
+        reaped: false,
+    })
+}
+
+fn pipe_receiver(fd: OwnedFd) -> std::io::Result<pipe::Receiver> {
+    pipe::Receiver::from_owned_fd(fd)
+}
+
+/// Stop the process group led by `pid`, a process that is not our child (a run whose daemon
+/// died): SIGTERM, up to `grace` for the leader to exit, then SIGKILL to the group. Nothing
+/// is sent unless `pid` is still the process that started at `pid_start`.
+pub async fn stop_group_of(
+    pid: u32,
+    pid_start: Option<i64>,
+    grace: std::time::Duration,
+) -> std::io::Result<()> {
+    let pid = Pid::from_raw(pid as i32);
+    let fd = match pidfd_open(pid) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    // Checked after opening the pidfd: from here on the pid cannot name another process.
+    if !crate::procinfo::process_matches(pid.as_raw() as u32, pid_start) {
+        return Ok(());
+    }
+    let exited = crate::clock::readable_fd(fd)?;
+    killpg(pid, Signal::SIGTERM).map_err(std::io::Error::from)?;
+    let _ = tokio::time::timeout(grace, exited.readable()).await;
+    // Members of the group that outlived their leader keep the group id alive, so this
+    // reaches them; with none left, the signal finds no group.
+    let _ = killpg(pid, Signal::SIGKILL);
+    Ok(())
+}
+
+pub(crate) fn pidfd_open(pid: Pid) -> std::io::Result<OwnedFd> {
+    // SAFETY: plain syscall with an integer pid and no flags; on success it returns a new fd we own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a freshly opened descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn check_workdir(dir: &Path) -> Result<(), String> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(format!(
+            "working directory `{}` is not a directory",
+            dir.display()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
+            "working directory `{}` does not exist",
+            dir.display()
+        )),
+        Err(e) => Err(format!(
+            "working directory `{}` is not accessible: {e}",
+            dir.display()
+        )),
+    }
+}
+
+/// Find `program` the way execvp would, in the run's PATH, so that spawning can use
+/// posix_spawn and a missing program gets a clear reason.
+fn resolve_program(
+    program: &str,
+    path_var: Option<&str>,
+    workdir: Option<&Path>,
+) -> Result<PathBuf, String> {
+    if program.contains('/') {
+        return Ok(PathBuf::from(program));
+    }
+    let path_var = path_var.unwrap_or(DEFAULT_PATH);
+    for dir in path_var.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let mut candidate = PathBuf::from(dir);
+        if candidate.is_relative() {
+            if let Some(base) = workdir {
+                candidate = base.join(candidate);
+            }
+        }
+        candidate.push(program);
+        if nix::unistd::access(&candidate, nix::unistd::AccessFlags::X_OK).is_ok()
+            && candidate.is_file()
+        {
+            return Ok(candidate);
+        }
+    }
+    Err(format!(
+        "program `{program}` not found in PATH `{path_var}`"
+    ))
+}
+
+/// The PATH of a run when neither the job nor the base environment sets one.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+fn describe_spawn_error(command: &CommandLine, e: &std::io::Error) -> String {
+    let program = match command {
+        CommandLine::Shell(_) => "/bin/sh",
+        CommandLine::Exec(argv) => argv[0].as_str(),
+    };
+    match e.kind() {
+        std::io::ErrorKind::NotFound => format!("program `{program}` not found"),
+        std::io::ErrorKind::PermissionDenied => {
+            format!("program `{program}` is not executable: permission denied")
+        }
+        _ => format!("cannot start `{program}`: {e}"),
+    }
+}
+
+impl Process {
+    pub fn pid(&self) -> u32 {
+        self.pid.as_raw() as u32
+    }
+
+    /// Resolves when the group leader has exited (it stays a zombie until [`Process::reap`]).
+    pub async fn exited(&self) {
+        loop {
+            match self.pidfd.readable().await {
+                Ok(guard) => {
+                    // A pidfd stays readable once the process exited: do not clear readiness.
+                    drop(guard);
+                    return;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    /// Send `signal` to every process of the group. Before the leader is reaped this is
+    /// always safe: the zombie leader keeps the group id from being reused. Returns
+    /// whether the group had any member.
+    pub fn signal_group(&self, signal: Signal) -> bool {
+        killpg(self.pid, signal).is_ok()
+    }
+
+    /// Whether processes other than the reaped leader are still in the group. Only meaningful
+    /// after [`Process::reap`]: live members keep the group id reserved.
+    pub fn group_has_members(&self) -> bool {
+        killpg(self.pid, None).is_ok()
+    }
+
+    /// Collect the exit status; call after [`Process::exited`].
+    pub fn reap(&mut self) -> Termination {
+        let status = waitid(
+            Id::PIDFd(self.pidfd.get_ref().as_fd()),
+            WaitPidFlag::WEXITED,
+        );
+        self.reaped = true;
+        match status {
+            Ok(WaitStatus::Exited(_, code)) => Termination::Exit(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => Termination::Signal(sig as i32),
+            // Any other answer means the status is lost; report it as a failure, never a success.
+            _ => Termination::Exit(-1),
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if !self.reaped {
+            // Only reached if the run task itself was aborted: leave nothing behind.
+            let _ = killpg(self.pid, Signal::SIGKILL);
+            let _ = waitid(
+                Id::PIDFd(self.pidfd.get_ref().as_fd()),
+                WaitPidFlag::WEXITED,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_are_found_in_the_given_path_only() {
+        let found = resolve_program("sh", Some("/nonexistent:/bin"), None).expect("sh is in /bin");
+        assert_eq!(found, PathBuf::from("/bin/sh"));
+        let err = resolve_program("sh", Some("/nonexistent"), None).unwrap_err();
+        assert_eq!(err, "program `sh` not found in PATH `/nonexistent`");
+        assert_eq!(resolve_program("./x", None, None), Ok(PathBuf::from("./x")));
+    }
+
+    #[test]
+    fn a_missing_workdir_is_named() {
+        let err = check_workdir(Path::new("/nonexistent/dir")).unwrap_err();
+        assert_eq!(err, "working directory `/nonexistent/dir` does not exist");
+        let err = check_workdir(Path::new("/bin/sh")).unwrap_err();
+        assert_eq!(err, "working directory `/bin/sh` is not a directory");
+    }
+}

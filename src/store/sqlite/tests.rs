@@ -1,0 +1,352 @@
+//! The SQLite backend against the contract: migrations, refusing bad files, the lease and
+//! its fencing, one decision per scheduled instant, history pruning.
+
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::*;
+use crate::run::Trigger;
+use crate::store::{Abandon, Backend, Instance, NewRun, NewTrigger, Recorded, StoreError};
+
+fn t(s: &str) -> Timestamp {
+    s.parse().expect("timestamp")
+}
+
+fn instance(id: &str) -> Instance {
+    Instance {
+        id: id.to_owned(),
+        host: "host".to_owned(),
+        pid: 100,
+        pid_start: Some(5),
+        boot_id: "boot".to_owned(),
+        started_at: t("2026-11-24T10:00:00Z"),
+    }
+}
+
+fn scheduled(job: &str, at: &str) -> NewRun {
+    NewRun {
+        job: job.to_owned(),
+        scheduled_for: t(at),
+        trigger: Trigger::Schedule,
+        attempt: 1,
+        skipped: None,
+        trigger_id: None,
+    }
+}
+
+const TTL: Duration = Duration::from_secs(45);
+
+fn leader(db: &mut Sqlite, me: &Instance) -> i64 {
+    db.register_instance(me, "standby", t("2026-11-24T10:00:00Z"))
+        .expect("register");
+    let expected = db.lease().expect("lease");
+    db.take_lease(me, expected.as_ref(), TTL, t("2026-11-24T10:00:00Z"))
+        .expect("take")
+        .expect("taken")
+        .epoch
+}
+
+#[test]
+fn migrations_bring_a_new_database_to_the_current_version() {
+    let db = Sqlite::in_memory();
+    let version: i64 = db
+        .conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, schema::current_version());
+}
+
+#[test]
+fn reopening_keeps_data_and_does_not_migrate_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("state.db");
+    let mut db = Sqlite::open(&path).expect("open");
+    db.meta_init("first_start", "x").expect("meta");
+    drop(db);
+    let mut db = Sqlite::open(&path).expect("reopen");
+    assert_eq!(db.meta("first_start").expect("meta"), Some("x".to_owned()));
+    let mode: String = db
+        .conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .expect("mode");
+    assert_eq!(mode, "wal");
+}
+
+#[test]
+fn bad_state_paths_are_refused_with_the_path_and_the_fix_and_left_untouched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+
+    let err = Sqlite::open(d)
+        .err()
+        .expect("a directory is refused")
+        .to_string();
+    assert!(
+        err.starts_with(&format!("state path `{}` is a directory;", d.display())),
+        "{err}"
+    );
+
+    let junk = d.join("junk.db");
+    std::fs::write(&junk, b"this is not a database at all").expect("write");
+    let err = Sqlite::open(&junk).err().expect("refused").to_string();
+    assert!(
+        err.contains("is not a SQLite database") && err.contains("nothing was changed"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&junk).expect("read"),
+        b"this is not a database at all"
+    );
+
+    let missing = d.join("no/such/dir/state.db");
+    let err = Sqlite::open(&missing).err().expect("refused").to_string();
+    assert!(err.contains("does not exist; create it"), "{err}");
+
+    let newer = d.join("newer.db");
+    drop(Sqlite::open(&newer).expect("create"));
+    let conn = Connection::open(&newer).expect("raw");
+    conn.pragma_update(None, "user_version", 99).expect("set");
+    drop(conn);
+    let err = Sqlite::open(&newer).err().expect("refused").to_string();
+    assert!(
+        err.contains("has schema version 99, newer than this schedctl knows"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_first_taker_gets_epoch_1_and_a_stale_view_loses() {
+    let mut db = Sqlite::in_memory();
+    let (a, b) = (instance("a"), instance("b"));
+    assert_eq!(leader(&mut db, &a), 1);
+    // b read "no lease" before a took it: its attempt must fail.
+    assert_eq!(
+        db.take_lease(&b, None, TTL, t("2026-11-24T10:00:01Z"))
+            .expect("take"),
+        None
+    );
+    assert!(matches!(
+        db.renew_lease(&b, 1, TTL, t("2026-11-24T10:00:01Z")),
+        Err(StoreError::Fenced(1))
+    ));
+    let lease = db
+        .renew_lease(&a, 1, TTL, t("2026-11-24T10:00:15Z"))
+        .expect("renew");
+    assert_eq!(lease.expires_at, t("2026-11-24T10:01:00Z"));
+}
+
+#[test]
+fn a_takeover_fences_the_old_leader() {
+    let mut db = Sqlite::in_memory();
+    let (a, b) = (instance("a"), instance("b"));
+    let old = leader(&mut db, &a);
+    db.register_instance(&b, "standby", t("2026-11-24T10:00:30Z"))
+        .expect("register");
+    let seen = db.lease().expect("lease");
+    let new = db
+        .take_lease(&b, seen.as_ref(), TTL, t("2026-11-24T10:01:00Z"))
+        .expect("take")
+        .expect("taken");
+    assert_eq!(new.epoch, old + 1);
+    assert!(matches!(
+        db.renew_lease(&a, old, TTL, t("2026-11-24T10:01:01Z")),
+        Err(StoreError::Fenced(_))
+    ));
+    let fenced = db.record_runs(
+        &a,
+        old,
+        &[scheduled("j", "2026-11-24T10:02:00Z")],
+        t("2026-11-24T10:02:00Z"),
+    );
+    assert!(matches!(fenced, Err(StoreError::Fenced(_))));
+    assert!(
+        db.runs(None, 10).expect("runs").is_empty(),
+        "nothing was recorded by the fenced leader"
+    );
+    let instances = db.instances().expect("instances");
+    let roles: Vec<(&str, &str)> = instances
+        .iter()
+        .map(|i| (i.id.as_str(), i.role.as_str()))
+        .collect();
+    assert_eq!(roles, [("a", "standby"), ("b", "leader")]);
+}
+
+#[test]
+fn an_instant_is_decided_once_ever() {
+    let mut db = Sqlite::in_memory();
+    let a = instance("a");
+    let epoch = leader(&mut db, &a);
+    let now = t("2026-11-24T10:02:00Z");
+    let first = db
+        .record_runs(&a, epoch, &[scheduled("j", "2026-11-24T10:02:00Z")], now)
+        .expect("record");
+    assert!(matches!(first[..], [Recorded::Created(_)]));
+    let mut manual = scheduled("j", "2026-11-24T10:02:00Z");
+    manual.trigger = Trigger::Manual;
+    let mut skipped = scheduled("k", "2026-11-24T10:02:00Z");
+    skipped.skipped = Some("paused".to_owned());
+    let again = db
+        .record_runs(
+            &a,
+            epoch,
+            &[scheduled("j", "2026-11-24T10:02:00Z"), manual, skipped],
+            now,
+        )
+        .expect("record");
+    assert_eq!(again[0], Recorded::AlreadyDecided);
+    assert!(
+        matches!(again[1], Recorded::Created(_)),
+        "a manual run of the same instant is its own run"
+    );
+    assert!(matches!(again[2], Recorded::Created(_)));
+    let states: Vec<(String, String)> = db
+        .runs(None, 10)
+        .expect("runs")
+        .into_iter()
+        .map(|r| (r.job, r.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("k".into(), "skipped".into()),
+            ("j".into(), "pending".into()),
+            ("j".into(), "pending".into())
+        ]
+    );
+    let fired: Vec<_> = db
+        .job_states()
+        .expect("states")
+        .into_iter()
+        .map(|s| (s.job, s.last_fired))
+        .collect();
+    assert_eq!(
+        fired,
+        [
+            ("j".to_owned(), Some(t("2026-11-24T10:02:00Z"))),
+            ("k".to_owned(), Some(t("2026-11-24T10:02:00Z")))
+        ]
+    );
+}
+
+#[test]
+fn finishing_records_the_outcome_counts_failures_and_prunes_history() {
+    let mut db = Sqlite::in_memory();
+    let a = instance("a");
+    let epoch = leader(&mut db, &a);
+    let start = t("2026-11-24T10:00:00Z");
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let at = start + SignedDuration::from_mins(i);
+        let [Recorded::Created(id)] = db
+            .record_runs(&a, epoch, &[scheduled("j", &at.to_string())], at)
+            .expect("record")[..]
+        else {
+            panic!("created");
+        };
+        db.mark_running(&a, epoch, id, 4242, Some(77), at)
+            .expect("running");
+        let failed = i % 2 == 1;
+        db.finish_run(
+            &Finish {
+                run_id: id,
+                job: "j".into(),
+                state: if failed { "failed" } else { "succeeded" },
+                started_at: Some(at),
+                ended_at: at + SignedDuration::from_secs(3),
+                exit_code: Some(i32::from(failed)),
+                signal: None,
+                reason: failed.then(|| "exited with code 1".to_owned()),
+                output_tail: b"ohello\n".to_vec(),
+                result: None,
+                success: !failed,
+            },
+            None,
+            3,
+        )
+        .expect("finish");
+        ids.push(id);
+    }
+    let runs = db.runs(Some("j"), 10).expect("runs");
+    let kept: Vec<_> = runs.iter().map(|r| r.id).collect();
+    assert_eq!(
+        kept,
+        [ids[4], ids[3], ids[2]],
+        "history_limit = 3 keeps the newest three"
+    );
+    assert_eq!(runs[1].state, "failed");
+    assert_eq!(runs[1].pid, Some(4242));
+    assert_eq!(runs[1].exit_code, Some(1));
+    let state = db.job_states().expect("states").pop().expect("j");
+    assert_eq!(state.consecutive_failures, 0, "the last run succeeded");
+}
+
+#[test]
+fn runs_of_an_old_epoch_can_be_abandoned_by_the_new_leader_only() {
+    let mut db = Sqlite::in_memory();
+    let (a, b) = (instance("a"), instance("b"));
+    let old = leader(&mut db, &a);
+    let [Recorded::Created(id)] = db
+        .record_runs(
+            &a,
+            old,
+            &[scheduled("j", "2026-11-24T10:02:00Z")],
+            t("2026-11-24T10:02:00Z"),
+        )
+        .expect("record")[..]
+    else {
+        panic!("created");
+    };
+    let seen = db.lease().expect("lease");
+    let new = db
+        .take_lease(&b, seen.as_ref(), TTL, t("2026-11-24T10:03:00Z"))
+        .expect("take")
+        .expect("taken")
+        .epoch;
+    let active = db.active_runs().expect("active");
+    assert_eq!(active.len(), 1);
+    assert_eq!((active[0].epoch, active[0].instance.as_str()), (old, "a"));
+    let stale = Abandon {
+        run_id: id,
+        job: "j".into(),
+        reason: "x".into(),
+        retry: None,
+    };
+    assert!(matches!(
+        db.abandon_runs(&a, old, &[stale], t("2026-11-24T10:03:00Z")),
+        Err(StoreError::Fenced(_))
+    ));
+    let retry = NewTrigger {
+        job: "j".into(),
+        kind: Trigger::Retry,
+        not_before: t("2026-11-24T10:03:10Z"),
+        scheduled_for: t("2026-11-24T10:02:00Z"),
+        attempt: 2,
+        origin: Some(format!("retry of run {id}")),
+    };
+    let abandon = Abandon {
+        run_id: id,
+        job: "j".into(),
+        reason: "lost with its leader".into(),
+        retry: Some(retry.clone()),
+    };
+    let retries = db
+        .abandon_runs(&b, new, &[abandon], t("2026-11-24T10:03:00Z"))
+        .expect("abandon");
+    assert_eq!(retries.len(), 1);
+    assert_eq!(db.pending_triggers().expect("triggers"), retries);
+    assert_eq!(
+        (
+            retries[0].attempt,
+            retries[0].kind,
+            retries[0].scheduled_for
+        ),
+        (2, Trigger::Retry, retry.scheduled_for)
+    );
+    let run = db.run(id).expect("run").expect("exists");
+    assert_eq!(
+        (run.state.as_str(), run.reason.as_deref()),
+        ("abandoned", Some("lost with its leader"))
+    );
+    assert!(db.active_runs().expect("active").is_empty());
+}
