@@ -1,6 +1,7 @@
 //! Command-line types (clap derive). No behaviour lives here.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -47,4 +48,53 @@ pub enum Command {
         #[arg(short = 'n', long = "count", default_value_t = 5, value_name = "N")]
         count: usize,
     },
+    /// Every job: schedule, zone, next fire, last outcome, paused.
+    List {
+        /// Print JSON (stable field names) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The leader, the standbys and the running runs.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Past runs, newest first.
+    History {
+        /// Only this job's runs.
+        job: Option<String>,
+        /// How many runs to show.
+        #[arg(long, short = 'n', default_value_t = 20, value_name = "N")]
+        limit: u32,
+        /// Only failed, timed-out and abandoned runs.
+        #[arg(long)]
+        failed: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A run's kept output (stdout and stderr marked) and its result.
+    Logs {
+        run_id: i64,
+        /// Keep streaming a running run's output until it ends.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a job now: a durable request that the leader starts at once.
+    RunNow {
+        job: String,
+        /// Follow the run, print its output, and exit with its exit code.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: stop waiting after this long (the run goes on).
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, requires = "wait")]
+        timeout: Option<Duration>,
+    },
+    /// Stop firing a job (its instants are recorded as skipped) until resumed.
+    Pause { job: String },
+    /// Fire a paused job again.
+    Resume { job: String },
+    /// Stop a running run: SIGTERM to its process group, kill_grace, SIGKILL.
+    Cancel { run_id: i64 },
 }

@@ -30,6 +30,8 @@ pub enum Role {
 /// our epoch (fencing), which ends our leadership at once.
 pub struct Leadership {
     pub role: watch::Receiver<Role>,
+    /// Signalled when a lease renewal notices changes made from outside (see `Renewal`).
+    pub changes: Option<mpsc::UnboundedReceiver<()>>,
     lost: mpsc::UnboundedSender<LeaseLost>,
     task: tokio::task::JoinHandle<()>,
     stop: CancellationToken,
@@ -46,6 +48,7 @@ impl Leadership {
     ) -> Leadership {
         let (role_tx, role) = watch::channel(Role::Standby);
         let (lost, lost_rx) = mpsc::unbounded_channel();
+        let (changed, changes) = mpsc::unbounded_channel();
         let stop = CancellationToken::new();
         let contender = Contender {
             store,
@@ -54,10 +57,12 @@ impl Leadership {
             clock,
             lock: LockFile::new(lock_path),
             lost: lost.clone(),
+            changed,
         };
         let task = tokio::spawn(contender.run(role_tx, lost_rx, stop.clone()));
         Leadership {
             role,
+            changes: Some(changes),
             lost,
             task,
             stop,
@@ -87,6 +92,7 @@ struct Contender<C> {
     clock: C,
     lock: LockFile,
     lost: mpsc::UnboundedSender<LeaseLost>,
+    changed: mpsc::UnboundedSender<()>,
 }
 
 impl<C: Clock> Contender<C> {
@@ -208,6 +214,7 @@ impl<C: Clock> Contender<C> {
                     epoch: lease.epoch,
                     ttl,
                     lost: self.lost.clone(),
+                    changed: self.changed.clone(),
                 }));
                 match previous.filter(|p| p.holder != self.me.id) {
                     Some(p) => {

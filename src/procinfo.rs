@@ -38,6 +38,31 @@ pub fn pid_start(pid: u32) -> Option<i64> {
     fields.nth(18)?.parse().ok()
 }
 
+/// Whether any process of process group `pgid` is alive (zombies, which only wait to be
+/// reaped by their new parent, do not count). Scans `/proc`: for the rare leftover path.
+pub fn group_has_live_members(pgid: u32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    entries.flatten().any(|entry| {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            return false;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            return false;
+        };
+        let mut fields = rest.split_ascii_whitespace();
+        let state = fields.next();
+        // Fields after the state: ppid, pgrp.
+        let pgrp = fields.nth(1).and_then(|p| p.parse::<u32>().ok());
+        pgrp == Some(pgid) && !matches!(state, Some("Z" | "X"))
+    })
+}
+
 /// Whether `pid` still names the process that had start time `start` on this boot.
 pub fn process_matches(pid: u32, start: Option<i64>) -> bool {
     match (pid_start(pid), start) {
@@ -82,6 +107,16 @@ pub fn instance_alive(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_membership_is_seen_in_proc() {
+        let pgid = nix::unistd::getpgid(None).expect("pgid").as_raw() as u32;
+        assert!(
+            group_has_live_members(pgid),
+            "this process is in its own group {pgid}"
+        );
+        assert!(!group_has_live_members(u32::MAX - 7), "no such group");
+    }
 
     #[test]
     fn this_process_matches_itself_and_not_another_start_time() {

@@ -81,6 +81,8 @@ pub enum StopCause {
     /// The lease was lost between starting the process and recording it as running: another
     /// leader may start this job too, so this run must not go on.
     Fenced,
+    /// An operator asked (`schedctl cancel`).
+    Cancelled,
 }
 
 impl StopCause {
@@ -88,6 +90,7 @@ impl StopCause {
         match self {
             StopCause::Shutdown => "daemon shutdown",
             StopCause::Fenced => "loss of the leader lease",
+            StopCause::Cancelled => "schedctl cancel",
         }
     }
 }

@@ -6,13 +6,14 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::clock::{Clock, SystemClock};
+use crate::control;
 use crate::error::Error;
 use crate::leadership::Leadership;
 use crate::logging::{self, Style};
 use crate::procinfo;
 use crate::runner::{BaseEnv, Runner};
 use crate::scheduler::{Parts, Scheduler};
-use crate::shutdown;
+use crate::signals;
 use crate::store::{Sqlite, Store};
 
 pub fn run(config_path: &Path) -> Result<u8, Error> {
@@ -25,7 +26,8 @@ pub fn run(config_path: &Path) -> Result<u8, Error> {
         .build()
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(async {
-        let control = shutdown::watch_signals().context("cannot install signal handlers")?;
+        let (control_tx, control) = tokio::sync::mpsc::channel(64);
+        signals::forward(control_tx.clone()).context("cannot install signal handlers")?;
         let clock = SystemClock;
         let me = procinfo::current_instance(clock.now());
         tracing::info!(
@@ -47,8 +49,11 @@ pub fn run(config_path: &Path) -> Result<u8, Error> {
             sink,
             BaseEnv::for_current_user(),
             daemon.state_dir(),
-            daemon.output_tail,
         );
+        // Without the socket, run-now requests are still picked up, at the next lease renewal.
+        let _socket = control::listen(&daemon.state_dir(), me.pid, control_tx)
+            .map_err(|e| tracing::warn!(dir = %daemon.state_dir().display(), "cannot open the control socket: {e}; run-now waits for the next lease renewal"))
+            .ok();
         let parts = Parts {
             clock,
             executor,

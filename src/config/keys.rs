@@ -39,13 +39,13 @@ const JOB_KEYS: &[&str] = &[
     "retry_backoff_max",
     "catch_up",
     "starting_deadline",
+    "max_failures",
     "enabled",
     "workdir",
     "env",
 ];
 const JOB_KEYS_LATER: &[&str] = &[
     "jitter",
-    "max_failures",
     "priority",
     "user",
     "group",
@@ -175,6 +175,7 @@ struct JobKeys {
     retry_backoff_max: Option<std::time::Duration>,
     catch_up: Option<CatchUp>,
     starting_deadline: Option<std::time::Duration>,
+    max_failures: Option<u32>,
 }
 
 /// An `at` time: with an offset it is an instant; without, a local time in the job's zone.
@@ -325,6 +326,7 @@ impl Checker<'_> {
                     keys.starting_deadline = Some(d);
                     Ok(())
                 }),
+                "max_failures" => source::integer(value, 1_000_000).map(|n| keys.max_failures = Some(n as u32)),
                 "enabled" => source::boolean(value).map(|b| keys.enabled = Some(b)),
                 "workdir" => source::string(value).and_then(|s| {
                     if s.is_empty() {
@@ -521,6 +523,10 @@ impl Checker<'_> {
                 .or(defaults.catch_up)
                 .unwrap_or(CatchUp::Latest),
             starting_deadline: own.starting_deadline.or(defaults.starting_deadline),
+            max_failures: own
+                .max_failures
+                .or(defaults.max_failures)
+                .filter(|&n| n > 0),
         })
     }
 }

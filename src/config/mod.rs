@@ -133,6 +133,8 @@ pub struct Job {
     pub catch_up: CatchUp,
     /// A missed instant older than this is never started.
     pub starting_deadline: Option<Duration>,
+    /// Pause the job after this many consecutive failed runs (`max_failures`; 0 = never).
+    pub max_failures: Option<u32>,
 }
 
 impl Job {

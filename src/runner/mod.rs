@@ -8,7 +8,7 @@ mod process;
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -20,7 +20,7 @@ use crate::config::Job;
 use crate::logging::{LineFormat, LogSink};
 use crate::run::{RunId, RunOutcome, StopCause, Stream, Trigger};
 
-pub use output::{MAX_LINE, Splitter, Tail};
+pub use output::{FollowEvent, MAX_LINE, RunOutput, Splitter, Tail};
 pub(crate) use process::pidfd_open;
 pub use process::{DEFAULT_PATH, stop_group_of};
 
@@ -35,6 +35,8 @@ pub struct RunSpec {
     pub scheduled_for: Timestamp,
     pub trigger: Trigger,
     pub attempt: u32,
+    /// Where its output lines go besides the log: the kept tail and any followers.
+    pub output: Arc<RunOutput>,
 }
 
 /// How a run ended, with what it left behind.
@@ -100,23 +102,15 @@ pub struct Runner<C> {
     base_env: BaseEnv,
     /// Holds `jobs/NAME/` (SCHEDCTL_STATE_DIR) and `results/RUN_ID` (SCHEDCTL_RESULT).
     state_dir: PathBuf,
-    output_tail: usize,
 }
 
 impl<C: Clock> Runner<C> {
-    pub fn new(
-        clock: C,
-        sink: LogSink,
-        base_env: BaseEnv,
-        state_dir: PathBuf,
-        output_tail: usize,
-    ) -> Self {
+    pub fn new(clock: C, sink: LogSink, base_env: BaseEnv, state_dir: PathBuf) -> Self {
         Runner {
             clock,
             sink,
             base_env,
             state_dir,
-            output_tail,
         }
     }
 
@@ -180,7 +174,6 @@ impl<C: Clock> Executor for Runner<C> {
         let _ = std::fs::remove_file(&result_path);
         let env = self.environment(spec);
         let mut process = process::spawn(&job.command, &env, job.workdir.as_deref())?;
-        let tail = Arc::new(Mutex::new(Tail::new(self.output_tail)));
         let style = self.sink.style();
         let pumps = [
             (process.stdout.take(), Stream::Stdout),
@@ -195,7 +188,7 @@ impl<C: Clock> Executor for Runner<C> {
                     stream,
                     format,
                     self.sink.clone(),
-                    Arc::clone(&tail),
+                    Arc::clone(&spec.output),
                 ))
             })
         })
@@ -205,7 +198,7 @@ impl<C: Clock> Executor for Runner<C> {
             pid_start: crate::procinfo::pid_start(process.pid()),
             process,
             pumps,
-            tail,
+            output: Arc::clone(&spec.output),
             result_path,
             job: Arc::clone(job),
             run_id: spec.run_id,
@@ -219,7 +212,7 @@ pub struct Running<C> {
     process: process::Process,
     pid_start: Option<i64>,
     pumps: Vec<tokio::task::JoinHandle<()>>,
-    tail: Arc<Mutex<Tail>>,
+    output: Arc<RunOutput>,
     result_path: PathBuf,
     job: Arc<Job>,
     run_id: RunId,
@@ -279,15 +272,10 @@ impl<C: Clock> RunHandle for Running<C> {
             },
             Some(Stop::Requested(cause)) => RunOutcome::Stopped { cause, end },
         };
-        let output_tail = std::mem::replace(
-            &mut *self.tail.lock().unwrap_or_else(|p| p.into_inner()),
-            Tail::new(0),
-        )
-        .into_bytes();
         Ended {
             outcome,
             ended_at,
-            output_tail,
+            output_tail: self.output.tail(),
             result: read_result(&self.result_path),
         }
     }

@@ -3,10 +3,11 @@
 //! whole batches to the log sink, which paces us when the log's consumer is slow.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
+use tokio::sync::mpsc;
 
 use crate::logging::{LineFormat, LogSink, timestamp_now};
 use crate::run::Stream;
@@ -16,13 +17,13 @@ pub const MAX_LINE: usize = 64 * 1024;
 const MIN_BUFFER: usize = 8 * 1024;
 const MAX_BUFFER: usize = 2 * MAX_LINE;
 
-/// Read `pipe` to its end, logging every line and keeping the last ones in `tail`.
+/// Read `pipe` to its end, logging every line and handing it to the run's [`RunOutput`].
 pub async fn pump(
     mut pipe: pipe::Receiver,
     stream: Stream,
     format: LineFormat,
     sink: LogSink,
-    tail: Arc<Mutex<Tail>>,
+    output: Arc<RunOutput>,
 ) {
     let mut splitter = Splitter::new();
     let mut out = Vec::new();
@@ -43,8 +44,7 @@ pub async fn pump(
             splitter.filled(n, &mut collect);
         }
         if !lines.is_empty() {
-            let mut tail = tail.lock().unwrap_or_else(|p| p.into_inner());
-            tail.push_lines(stream, lines.iter().map(|&(at, len)| &batch[at..at + len]));
+            output.push_lines(stream, lines.iter().map(|&(at, len)| &batch[at..at + len]));
             lines.clear();
         }
         if !out.is_empty() || n == 0 {
@@ -53,6 +53,95 @@ pub async fn pump(
         if n == 0 {
             return;
         }
+    }
+}
+
+/// What someone following a run receives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FollowEvent {
+    Line {
+        stream: Stream,
+        text: String,
+    },
+    /// The run ended and is recorded.
+    End {
+        state: String,
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+        reason: Option<String>,
+    },
+}
+
+/// A follower that falls this far behind is dropped rather than slow the job down.
+const FOLLOW_BUFFER: usize = 8192;
+
+/// A run's output as it happens: the bounded tail kept for the record, and the followers
+/// (`run-now --wait`, `logs --follow`) that get each line live.
+#[derive(Debug)]
+pub struct RunOutput {
+    inner: Mutex<OutputInner>,
+}
+
+#[derive(Debug)]
+struct OutputInner {
+    tail: Tail,
+    followers: Vec<mpsc::Sender<FollowEvent>>,
+}
+
+impl RunOutput {
+    pub fn new(tail_capacity: usize) -> Arc<RunOutput> {
+        Arc::new(RunOutput {
+            inner: Mutex::new(OutputInner {
+                tail: Tail::new(tail_capacity),
+                followers: Vec::new(),
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, OutputInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn push_lines<'a>(
+        &self,
+        stream: Stream,
+        lines: impl DoubleEndedIterator<Item = &'a [u8]> + Clone,
+    ) {
+        let mut inner = self.lock();
+        if !inner.followers.is_empty() {
+            for line in lines.clone() {
+                let event = FollowEvent::Line {
+                    stream,
+                    text: String::from_utf8_lossy(line).into_owned(),
+                };
+                // A follower that is gone or too slow stops following; the job never waits.
+                inner
+                    .followers
+                    .retain(|f| f.try_send(event.clone()).is_ok());
+            }
+        }
+        inner.tail.push_lines(stream, lines);
+    }
+
+    /// Start following: the tail so far, then every line from now on, then the end.
+    pub fn follow(&self) -> (Vec<u8>, mpsc::Receiver<FollowEvent>) {
+        let (tx, rx) = mpsc::channel(FOLLOW_BUFFER);
+        let mut inner = self.lock();
+        inner.followers.push(tx);
+        (inner.tail.bytes.iter().copied().collect(), rx)
+    }
+
+    /// The run is recorded: tell the followers and let them go.
+    pub fn end(&self, event: FollowEvent) {
+        let followers = std::mem::take(&mut self.lock().followers);
+        for f in followers {
+            let _ = f.try_send(event.clone());
+        }
+    }
+
+    /// The tail for the run record.
+    pub fn tail(&self) -> Vec<u8> {
+        self.lock().tail.bytes.iter().copied().collect()
     }
 }
 
@@ -88,7 +177,12 @@ impl Tail {
         let mut keep: Vec<&[u8]> = Vec::new();
         let mut size = 0;
         for line in lines.rev() {
-            let line = &line[..line.len().min(self.capacity.saturating_sub(3))];
+            let room = self.capacity.saturating_sub(3);
+            let line = if line.len() > room {
+                &line[..utf8_cut(&line[..room])]
+            } else {
+                line
+            };
             if size + line.len() + 3 > self.capacity {
                 break;
             }
@@ -109,7 +203,8 @@ impl Tail {
         }
     }
 
-    pub fn into_bytes(self) -> Vec<u8> {
+    #[cfg(test)]
+    fn into_bytes(self) -> Vec<u8> {
         self.bytes.into()
     }
 }
@@ -297,9 +392,12 @@ mod tests {
         );
         assert_eq!(
             tail.into_bytes(),
-            b"o a very\n",
+            b"o a very \n",
             "a line longer than the tail is cut"
         );
+        let mut tail = Tail::new(8);
+        tail.push_lines(Stream::Stdout, ["abcd\u{e9}f".as_bytes()].into_iter());
+        assert_eq!(tail.into_bytes(), b"o abcd\n", "never inside a character");
     }
 
     #[test]

@@ -215,10 +215,12 @@ impl Process {
         killpg(self.pid, signal).is_ok()
     }
 
-    /// Whether processes other than the reaped leader are still in the group. Only meaningful
-    /// after [`Process::reap`]: live members keep the group id reserved.
+    /// Whether processes other than the reaped leader are still alive in the group. Only
+    /// meaningful after [`Process::reap`]: members keep the group id reserved. Members that
+    /// died but wait to be reaped by their new parent do not count.
     pub fn group_has_members(&self) -> bool {
         killpg(self.pid, None).is_ok()
+            && crate::procinfo::group_has_live_members(self.pid.as_raw() as u32)
     }
 
     /// Collect the exit status; call after [`Process::exited`].

@@ -9,16 +9,18 @@ use tokio::sync::{mpsc, watch};
 
 use crate::clock::Clock;
 use crate::run::{RunId, RunOutcome, StopCause, Trigger};
-use crate::runner::{Ended, Executor, RunHandle, RunSpec, StopRequest};
-use crate::store::{Finish, Instance, NewTrigger, Store, StoreError, TriggerRow};
+use crate::runner::{Ended, Executor, FollowEvent, RunHandle, RunSpec, StopRequest};
+use crate::store::{Finish, Finished, Instance, NewTrigger, Store, StoreError, TriggerRow};
 
 /// What a run task tells the loop.
 #[derive(Debug)]
 pub enum RunEvent {
-    /// The run ended and is recorded; `retry` is its next attempt, if one is due.
+    /// The run ended and is recorded; `retry` is its next attempt, if one is due; `paused`:
+    /// this failure paused the job (`max_failures`).
     Finished {
         run_id: RunId,
         retry: Option<TriggerRow>,
+        paused: bool,
     },
 }
 
@@ -99,14 +101,28 @@ pub(super) async fn drive<C: Clock, E: Executor>(
         output_tail: ended.output_tail,
         result: ended.result,
         success: outcome.is_success(),
+        pause_after: job.max_failures,
     };
     let ended_at = ended.ended_at;
-    let stored_retry = record_finish(&ctx, finish, retry.clone()).await;
+    let finished = record_finish(&ctx, finish, retry.clone()).await;
     // Logged once recorded: whoever reads this line finds the run in the history.
-    log_finished(&spec, outcome, started_at, ended_at, retry.as_ref());
+    log_finished(
+        &spec,
+        outcome,
+        started_at,
+        ended_at,
+        finished.retry.as_ref().and(retry.as_ref()),
+    );
+    spec.output.end(FollowEvent::End {
+        state: outcome.state().to_owned(),
+        exit_code: outcome.exit_code(),
+        signal: outcome.signal(),
+        reason: (!outcome.is_success()).then(|| outcome.reason()),
+    });
     let _ = ctx.events.send(RunEvent::Finished {
         run_id,
-        retry: stored_retry,
+        retry: finished.retry,
+        paused: finished.paused,
     });
 }
 
@@ -139,7 +155,7 @@ async fn record_finish<C: Clock, E: Executor>(
     ctx: &RunContext<C, E>,
     finish: Finish,
     retry: Option<NewTrigger>,
-) -> Option<TriggerRow> {
+) -> Finished {
     let limit = ctx.history_limit;
     let mut pause = Duration::from_secs(1);
     for attempt in 1..=4 {
@@ -149,7 +165,7 @@ async fn record_finish<C: Clock, E: Executor>(
             .call(move |db| db.finish_run(&f, r.as_ref(), limit))
             .await
         {
-            Ok(row) => return row,
+            Ok(finished) => return finished,
             Err(err) if attempt < 4 => {
                 tracing::warn!(job = %finish.job, run_id = finish.run_id.0, "cannot record the end of the run yet: {err}; retrying");
                 tokio::time::sleep(pause).await;
@@ -162,7 +178,7 @@ async fn record_finish<C: Clock, E: Executor>(
             ),
         }
     }
-    None
+    Finished::default()
 }
 
 fn log_finished(

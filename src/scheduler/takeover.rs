@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::{Planned, Scheduler, timeline};
+use super::fire::Planned;
+use super::{Scheduler, timeline};
 use crate::clock::Clock;
 use crate::config::Timing;
 use crate::procinfo;
@@ -57,6 +58,7 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
         for row in snapshot.triggers.into_iter().chain(retries) {
             self.queue_trigger(row);
         }
+        self.set_paused_flags(&snapshot.states);
         let last_fired: HashMap<&str, Timestamp> = snapshot
             .states
             .iter()
@@ -70,7 +72,7 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
             }
             if job.timing == Timing::Schedule(Schedule::Reboot) {
                 if !self.rebooted {
-                    batch.push(plan(index, now, Trigger::Schedule));
+                    batch.push(Planned::scheduled(index, now, Trigger::Schedule));
                 }
                 continue;
             }
@@ -90,7 +92,7 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
                 batch.extend(
                     due.fire
                         .into_iter()
-                        .map(|(t, trigger)| plan(index, t, trigger)),
+                        .map(|(t, trigger)| Planned::scheduled(index, t, trigger)),
                 );
             }
             // Never before the last decided instant, even if the wall clock went back.
@@ -193,16 +195,6 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
                 Vec::new()
             }
         }
-    }
-}
-
-fn plan(index: usize, scheduled_for: Timestamp, trigger: Trigger) -> Planned {
-    Planned {
-        index,
-        scheduled_for,
-        trigger,
-        attempt: 1,
-        trigger_id: None,
     }
 }
 

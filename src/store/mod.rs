@@ -108,6 +108,16 @@ pub struct Finish {
     pub result: Option<Vec<u8>>,
     /// Whether the run counts as a success for the job's consecutive-failure count.
     pub success: bool,
+    /// Pause the job when its consecutive failures reach this (its `max_failures`).
+    pub pause_after: Option<u32>,
+}
+
+/// What recording a run's end did besides.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Finished {
+    pub retry: Option<TriggerRow>,
+    /// The job was paused by this failure (it reached `max_failures`).
+    pub paused: bool,
 }
 
 /// A run given up on by a new leader, and its retry if the job has one left.
@@ -165,6 +175,9 @@ pub struct TriggerRow {
     pub attempt: u32,
 }
 
+/// A run's kept output: the tail (`o `/`e ` lines) and what it wrote to `$SCHEDCTL_RESULT`.
+pub type RunOutputRecord = (Vec<u8>, Option<Vec<u8>>);
+
 /// Durable per-job state.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct JobState {
@@ -221,14 +234,24 @@ pub trait Backend: Send + 'static {
         at: Timestamp,
     ) -> Result<()>;
     /// Record a run's end, add its retry (if any) in the same transaction, and prune the
-    /// job's history to `history_limit` finished runs. Returns the stored retry.
+    /// job's history to `history_limit` finished runs; pause the job if it reached
+    /// `pause_after` consecutive failures (then without the retry).
     fn finish_run(
         &mut self,
         finish: &Finish,
         retry: Option<&NewTrigger>,
         history_limit: u32,
-    ) -> Result<Option<TriggerRow>>;
+    ) -> Result<Finished>;
+    /// Add a durable trigger (a run-now) and count a change.
     fn add_trigger(&mut self, trigger: &NewTrigger, now: Timestamp) -> Result<TriggerRow>;
+    /// Where a trigger stands: None if there is no such trigger, Some(None) while pending,
+    /// Some(Some(run)) once a run consumed it.
+    fn trigger_run(&mut self, id: i64) -> Result<Option<Option<RunId>>>;
+    /// Pause or resume a job and count a change; returns whether the flag changed.
+    fn set_paused(&mut self, job: &str, paused: bool, reason: Option<&str>) -> Result<bool>;
+    /// A counter of changes made from outside the daemon (triggers, pauses), so that the
+    /// leader can notice them on its lease renewals if it was not woken.
+    fn changes(&mut self) -> Result<i64>;
     /// Triggers not yet consumed, oldest first.
     fn pending_triggers(&mut self) -> Result<Vec<TriggerRow>>;
     /// Runs that are `pending` or `running`.
@@ -243,8 +266,13 @@ pub trait Backend: Send + 'static {
     ) -> Result<Vec<TriggerRow>>;
     fn job_states(&mut self) -> Result<Vec<JobState>>;
     fn run(&mut self, id: RunId) -> Result<Option<RunRecord>>;
-    /// Recent runs, newest first, optionally of one job.
-    fn runs(&mut self, job: Option<&str>, limit: u32) -> Result<Vec<RunRecord>>;
+    /// Recent runs, newest first, optionally of one job, optionally only those that failed
+    /// (`failed`, `timed_out`, `abandoned`).
+    fn runs(&mut self, job: Option<&str>, limit: u32, failed_only: bool) -> Result<Vec<RunRecord>>;
+    /// The latest run of each job.
+    fn latest_runs(&mut self) -> Result<Vec<RunRecord>>;
+    /// A run's kept output tail and result.
+    fn run_output(&mut self, id: RunId) -> Result<Option<RunOutputRecord>>;
     fn meta(&mut self, key: &str) -> Result<Option<String>>;
     /// Set `key` unless it is set already; returns the value in effect.
     fn meta_init(&mut self, key: &str, value: &str) -> Result<String>;

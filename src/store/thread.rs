@@ -18,12 +18,14 @@ enum Message {
     Renew(Option<Renewal>),
 }
 
-/// What to renew, and whom to tell if it is lost.
+/// What to renew, whom to tell if it is lost, and whom to tell when the renewal notices
+/// changes made from outside (a run-now or a pause whose wake-up did not arrive).
 pub struct Renewal {
     pub me: Instance,
     pub epoch: i64,
     pub ttl: Duration,
     pub lost: mpsc::UnboundedSender<LeaseLost>,
+    pub changed: mpsc::UnboundedSender<()>,
 }
 
 /// The lease stopped being ours.
@@ -74,6 +76,7 @@ impl Store {
 
 fn serve<C: Clock>(mut backend: Box<dyn Backend>, clock: C, rx: std_mpsc::Receiver<Message>) {
     let mut renewal: Option<(Renewal, Instant)> = None;
+    let mut changes_seen = 0;
     loop {
         let message = match &renewal {
             Some((_, due)) => {
@@ -91,6 +94,7 @@ fn serve<C: Clock>(mut backend: Box<dyn Backend>, clock: C, rx: std_mpsc::Receiv
         match message {
             Some(Message::Call(call)) => call(&mut *backend),
             Some(Message::Renew(next)) => {
+                changes_seen = backend.changes().unwrap_or(0);
                 renewal = next.map(|r| {
                     let due = Instant::now() + r.ttl / 3;
                     (r, due)
@@ -102,6 +106,12 @@ fn serve<C: Clock>(mut backend: Box<dyn Backend>, clock: C, rx: std_mpsc::Receiv
                 };
                 match backend.renew_lease(&r.me, r.epoch, r.ttl, clock.now()) {
                     Ok(_) => {
+                        if let Ok(changes) = backend.changes() {
+                            if changes != changes_seen {
+                                changes_seen = changes;
+                                let _ = r.changed.send(());
+                            }
+                        }
                         let next = due + r.ttl / 3;
                         renewal = Some((r, next));
                     }

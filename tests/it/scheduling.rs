@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use schedctl::run::{RunOutcome, StopCause, Termination};
-use schedctl::shutdown::Control;
+use schedctl::scheduler::Control;
 
 use crate::support::PATIENCE;
 use crate::support::fake::{Harness, ts};

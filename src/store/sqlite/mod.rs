@@ -10,8 +10,9 @@ use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::{
-    Abandon, Backend, Finish, Instance, InstanceRow, JobState, Lease, NewRun, NewTrigger, Recorded,
-    Result, RunRecord, StoreError, TriggerRow, from_millis, schema, to_millis, trigger_from_str,
+    Abandon, Backend, Finish, Finished, Instance, InstanceRow, JobState, Lease, NewRun, NewTrigger,
+    Recorded, Result, RunOutputRecord, RunRecord, StoreError, TriggerRow, from_millis, schema,
+    to_millis, trigger_from_str,
 };
 use crate::run::{RunId, Trigger};
 
@@ -237,6 +238,15 @@ fn lease_row(r: &Row<'_>) -> rusqlite::Result<Lease> {
         acquired_at: from_millis(r.get(5)?),
         expires_at: from_millis(r.get(6)?),
     })
+}
+
+fn count_change(tx: &rusqlite::Transaction<'_>) -> Result<()> {
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('changes', '1')
+         ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)",
+        [],
+    )?;
+    Ok(())
 }
 
 fn trigger_row(r: &Row<'_>) -> rusqlite::Result<TriggerRow> {
@@ -510,7 +520,7 @@ impl Backend for Sqlite {
         f: &Finish,
         retry: Option<&NewTrigger>,
         history_limit: u32,
-    ) -> Result<Option<TriggerRow>> {
+    ) -> Result<Finished> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -544,19 +554,73 @@ impl Backend for Sqlite {
                 params![f.job, history_limit],
             )?;
         }
+        let mut paused = false;
+        if let (true, Some(limit)) = (changed > 0 && !f.success, f.pause_after) {
+            let reason = format!("paused after {limit} consecutive failed runs");
+            paused = tx.execute(
+                "UPDATE job_state SET paused = 1, paused_reason = ?3
+                 WHERE job = ?1 AND paused = 0 AND consecutive_failures >= ?2",
+                params![f.job, limit, reason],
+            )? > 0;
+        }
+        // A job that is paused now gets no retry.
         let retry = match retry {
-            Some(t) if changed > 0 => Some(insert_trigger(&tx, t, f.ended_at)?),
+            Some(t) if changed > 0 && !paused => Some(insert_trigger(&tx, t, f.ended_at)?),
             _ => None,
         };
         tx.commit()?;
-        Ok(retry)
+        Ok(Finished { retry, paused })
     }
 
     fn add_trigger(&mut self, trigger: &NewTrigger, now: Timestamp) -> Result<TriggerRow> {
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let row = insert_trigger(&tx, trigger, now)?;
+        count_change(&tx)?;
         tx.commit()?;
         Ok(row)
+    }
+
+    fn trigger_run(&mut self, id: i64) -> Result<Option<Option<RunId>>> {
+        let row: Option<Option<i64>> = self
+            .conn
+            .query_row(
+                "SELECT run_id FROM triggers WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(row.map(|run| run.map(RunId)))
+    }
+
+    fn set_paused(&mut self, job: &str, paused: bool, reason: Option<&str>) -> Result<bool> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO job_state (job) VALUES (?1) ON CONFLICT (job) DO NOTHING",
+            params![job],
+        )?;
+        let changed = tx.execute(
+            "UPDATE job_state SET paused = ?2, paused_reason = ?3,
+               consecutive_failures = CASE WHEN ?2 THEN consecutive_failures ELSE 0 END
+             WHERE job = ?1 AND paused <> ?2",
+            params![job, paused, if paused { reason } else { None }],
+        )? > 0;
+        count_change(&tx)?;
+        tx.commit()?;
+        Ok(changed)
+    }
+
+    fn changes(&mut self) -> Result<i64> {
+        let value: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'changes'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(value.and_then(|v| v.parse().ok()).unwrap_or(0))
     }
 
     fn pending_triggers(&mut self) -> Result<Vec<TriggerRow>> {
@@ -632,13 +696,40 @@ impl Backend for Sqlite {
             .optional()?)
     }
 
-    fn runs(&mut self, job: Option<&str>, limit: u32) -> Result<Vec<RunRecord>> {
+    fn runs(&mut self, job: Option<&str>, limit: u32, failed_only: bool) -> Result<Vec<RunRecord>> {
         let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR job = ?1) ORDER BY id DESC LIMIT ?2"
+            "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR job = ?1)
+               AND (NOT ?3 OR state IN ('failed', 'timed_out', 'abandoned'))
+             ORDER BY id DESC LIMIT ?2"
         );
         let mut stmt = self.conn.prepare(&sql)?;
-        let rows = stmt.query_map(params![job, limit], run_record)?;
+        let rows = stmt.query_map(params![job, limit, failed_only], run_record)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn latest_runs(&mut self) -> Result<Vec<RunRecord>> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE id IN (SELECT max(id) FROM runs GROUP BY job)"
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map([], run_record)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn run_output(&mut self, id: RunId) -> Result<Option<RunOutputRecord>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT output_tail, result FROM runs WHERE id = ?1",
+                params![id.0],
+                |r| {
+                    Ok((
+                        r.get::<_, Option<Vec<u8>>>(0)?.unwrap_or_default(),
+                        r.get(1)?,
+                    ))
+                },
+            )
+            .optional()?)
     }
 
     fn meta(&mut self, key: &str) -> Result<Option<String>> {

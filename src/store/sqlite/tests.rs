@@ -161,7 +161,7 @@ fn a_takeover_fences_the_old_leader() {
     );
     assert!(matches!(fenced, Err(StoreError::Fenced(_))));
     assert!(
-        db.runs(None, 10).expect("runs").is_empty(),
+        db.runs(None, 10, false).expect("runs").is_empty(),
         "nothing was recorded by the fenced leader"
     );
     let instances = db.instances().expect("instances");
@@ -201,7 +201,7 @@ fn an_instant_is_decided_once_ever() {
     );
     assert!(matches!(again[2], Recorded::Created(_)));
     let states: Vec<(String, String)> = db
-        .runs(None, 10)
+        .runs(None, 10, false)
         .expect("runs")
         .into_iter()
         .map(|r| (r.job, r.state))
@@ -260,6 +260,7 @@ fn finishing_records_the_outcome_counts_failures_and_prunes_history() {
                 output_tail: b"ohello\n".to_vec(),
                 result: None,
                 success: !failed,
+                pause_after: None,
             },
             None,
             3,
@@ -267,7 +268,7 @@ fn finishing_records_the_outcome_counts_failures_and_prunes_history() {
         .expect("finish");
         ids.push(id);
     }
-    let runs = db.runs(Some("j"), 10).expect("runs");
+    let runs = db.runs(Some("j"), 10, false).expect("runs");
     let kept: Vec<_> = runs.iter().map(|r| r.id).collect();
     assert_eq!(
         kept,
@@ -349,4 +350,66 @@ fn runs_of_an_old_epoch_can_be_abandoned_by_the_new_leader_only() {
         ("abandoned", Some("lost with its leader"))
     );
     assert!(db.active_runs().expect("active").is_empty());
+}
+
+#[test]
+fn pausing_counts_a_change_and_max_failures_pauses_without_a_retry() {
+    let mut db = Sqlite::in_memory();
+    let a = instance("a");
+    let epoch = leader(&mut db, &a);
+    assert_eq!(db.changes().expect("changes"), 0);
+    assert!(db.set_paused("j", true, Some("by hand")).expect("pause"));
+    assert!(
+        !db.set_paused("j", true, Some("again")).expect("pause"),
+        "already paused"
+    );
+    assert_eq!(db.changes().expect("changes"), 2);
+    let state = db.job_states().expect("states").pop().expect("j");
+    assert_eq!(
+        (state.paused, state.paused_reason.as_deref()),
+        (true, Some("by hand"))
+    );
+    assert!(db.set_paused("j", false, None).expect("resume"));
+
+    let mut fail = |at: &str| {
+        let [Recorded::Created(id)] = db
+            .record_runs(&a, epoch, &[scheduled("j", at)], t(at))
+            .expect("record")[..]
+        else {
+            panic!("created");
+        };
+        let finish = Finish {
+            run_id: id,
+            job: "j".into(),
+            state: "failed",
+            started_at: Some(t(at)),
+            ended_at: t(at),
+            exit_code: Some(1),
+            signal: None,
+            reason: Some("exited with code 1".into()),
+            output_tail: Vec::new(),
+            result: None,
+            success: false,
+            pause_after: Some(2),
+        };
+        let retry = NewTrigger {
+            job: "j".into(),
+            kind: Trigger::Retry,
+            not_before: t(at),
+            scheduled_for: t(at),
+            attempt: 2,
+            origin: None,
+        };
+        db.finish_run(&finish, Some(&retry), 10).expect("finish")
+    };
+    let first = fail("2026-11-24T10:01:00Z");
+    assert!(!first.paused && first.retry.is_some());
+    let second = fail("2026-11-24T10:02:00Z");
+    assert!(second.paused, "the second consecutive failure pauses");
+    assert_eq!(second.retry, None, "a paused job is not retried");
+    let state = db.job_states().expect("states").pop().expect("j");
+    assert_eq!(
+        state.paused_reason.as_deref(),
+        Some("paused after 2 consecutive failed runs")
+    );
 }

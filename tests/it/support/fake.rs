@@ -21,8 +21,8 @@ use schedctl::leadership::Leadership;
 use schedctl::run::RunId;
 use schedctl::run::{RunOutcome, Termination};
 use schedctl::runner::{Ended, Executor, RunHandle, RunSpec, StopRequest};
+use schedctl::scheduler::Control;
 use schedctl::scheduler::{Parts, Scheduler, Snapshot};
-use schedctl::shutdown::Control;
 use schedctl::store::{Backend, Instance, RunRecord, Sqlite, Store};
 use tokio::sync::{mpsc, oneshot};
 
@@ -297,7 +297,7 @@ impl Harness {
     pub fn history(&self) -> Vec<RunRecord> {
         Sqlite::open(&self.state)
             .expect("state")
-            .runs(None, 1000)
+            .runs(None, 1000, false)
             .expect("runs")
     }
 

@@ -1,0 +1,230 @@
+//! Firing: collect what is due (job instants and durable triggers), decide each run (start,
+//! or skip by the pause flag or the overlap policy), record the decisions in one
+//! transaction fenced by our epoch, then start what was recorded.
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use tokio::sync::watch;
+
+use super::{Running, Scheduler, runs, timeline};
+use crate::clock::Clock;
+use crate::config::{Job, Overlap};
+use crate::run::{RunId, Trigger};
+use crate::runner::{Executor, RunOutput, RunSpec};
+use crate::store::{NewRun, Recorded, StoreError};
+
+/// A run the loop decided to start (or to record as skipped).
+pub(super) struct Planned {
+    pub index: usize,
+    pub scheduled_for: Timestamp,
+    pub trigger: Trigger,
+    pub attempt: u32,
+    pub trigger_id: Option<i64>,
+}
+
+impl Planned {
+    pub fn scheduled(index: usize, scheduled_for: Timestamp, trigger: Trigger) -> Self {
+        Planned {
+            index,
+            scheduled_for,
+            trigger,
+            attempt: 1,
+            trigger_id: None,
+        }
+    }
+}
+
+impl<C: Clock, E: Executor> Scheduler<C, E> {
+    /// Fire every job and trigger whose time has come, in one recorded batch.
+    pub(super) async fn fire_due(&mut self, now: Timestamp) {
+        let mut batch = Vec::new();
+        while let Some(&(first, index)) = self.timeline.first() {
+            if first > now {
+                break;
+            }
+            self.timeline.pop_first();
+            let job = Arc::clone(&self.config.jobs[index]);
+            let due = timeline::due(&job, first, now, self.anchor);
+            if let Some((from, to)) = due.passed_over {
+                tracing::warn!(
+                    job = &*job.name,
+                    from = %from,
+                    to = %to,
+                    "instants passed while they could not fire (clock step, suspend, downtime or overload) and were not run, by catch_up and starting_deadline"
+                );
+            }
+            batch.extend(
+                due.fire
+                    .into_iter()
+                    .map(|(t, trigger)| Planned::scheduled(index, t, trigger)),
+            );
+            self.set_next(index, timeline::next_fire(&job, now, self.anchor));
+        }
+        while let Some(&(not_before, id)) = self.triggers.first() {
+            if not_before > now {
+                break;
+            }
+            self.triggers.pop_first();
+            let Some(row) = self.trigger_rows.remove(&id) else {
+                continue;
+            };
+            match self.index_of(&row.job) {
+                Some(index) => batch.push(Planned {
+                    index,
+                    scheduled_for: row.scheduled_for,
+                    trigger: row.kind,
+                    attempt: row.attempt,
+                    trigger_id: Some(row.id),
+                }),
+                None => {
+                    tracing::warn!(job = %row.job, trigger = id, "dropping a {} request: the job is no longer in the job file", row.kind.as_str())
+                }
+            }
+        }
+        if !batch.is_empty() {
+            self.fire(batch, now).await;
+        }
+    }
+
+    pub(super) fn set_next(&mut self, index: usize, next: Option<Timestamp>) {
+        if let Some(old) = self.slots[index].next.take() {
+            self.timeline.remove(&(old, index));
+        }
+        self.slots[index].next = next;
+        if let Some(next) = next {
+            self.timeline.insert((next, index));
+        }
+    }
+
+    /// Why a planned run must not start, if it must not.
+    fn skip_reason(&mut self, plan: &Planned) -> Option<String> {
+        let job = &self.config.jobs[plan.index];
+        let slot = &mut self.slots[plan.index];
+        if slot.paused && plan.trigger != Trigger::Manual {
+            return Some("paused".to_owned());
+        }
+        if slot.busy() && job.overlap == Overlap::Skip {
+            return Some("the previous run is still running (overlap = \"skip\")".to_owned());
+        }
+        None
+    }
+
+    /// Decide each planned run, record the decisions in one transaction fenced by our
+    /// epoch, then start what was recorded.
+    pub(super) async fn fire(&mut self, batch: Vec<Planned>, now: Timestamp) {
+        let Some(epoch) = self.epoch else { return };
+        let mut records = Vec::with_capacity(batch.len());
+        for plan in &batch {
+            let skipped = self.skip_reason(plan);
+            if skipped.is_none() {
+                // Counted now so that two runs of one job in one batch respect the policy.
+                self.slots[plan.index].running += 1;
+            }
+            records.push(NewRun {
+                job: self.config.jobs[plan.index].name.to_string(),
+                scheduled_for: plan.scheduled_for,
+                trigger: plan.trigger,
+                attempt: plan.attempt,
+                skipped,
+                trigger_id: plan.trigger_id,
+            });
+        }
+        let me = Arc::clone(&self.me);
+        let to_record = records.clone();
+        let result = self
+            .store
+            .call(move |db| db.record_runs(&me, epoch, &to_record, now))
+            .await;
+        let recorded = match result {
+            Ok(recorded) => recorded,
+            Err(err) => {
+                for (plan, record) in batch.iter().zip(&records) {
+                    if record.skipped.is_none() {
+                        self.slots[plan.index].running -= 1;
+                    }
+                }
+                if let StoreError::Fenced(_) = err {
+                    tracing::warn!(
+                        epoch,
+                        "another instance took the lease; not starting {} due runs",
+                        batch.len()
+                    );
+                    if let Some(leadership) = &self.leadership {
+                        leadership.fenced(epoch);
+                    }
+                    self.stand_by();
+                } else {
+                    let jobs: Vec<&str> = records.iter().map(|r| r.job.as_str()).collect();
+                    tracing::error!(jobs = ?jobs, "cannot record due runs, so they were not started: {err}");
+                }
+                return;
+            }
+        };
+        for ((plan, record), outcome) in batch.iter().zip(records).zip(recorded) {
+            let job = Arc::clone(&self.config.jobs[plan.index]);
+            let run_id = match outcome {
+                Recorded::Created(run_id) => run_id,
+                Recorded::AlreadyDecided => {
+                    if record.skipped.is_none() {
+                        self.slots[plan.index].running -= 1;
+                    }
+                    tracing::debug!(job = &*job.name, scheduled_for = %record.scheduled_for, "instant already decided earlier; not firing it again");
+                    continue;
+                }
+            };
+            if let Some(trigger) = plan.trigger_id {
+                self.trigger_runs
+                    .insert(trigger, (run_id, record.skipped.clone()));
+            }
+            match &record.skipped {
+                None => self.start(job, run_id, plan, epoch),
+                Some(reason) => tracing::warn!(
+                    job = &*job.name,
+                    run_id = run_id.0,
+                    scheduled_for = %record.scheduled_for,
+                    trigger = record.trigger.as_str(),
+                    "run skipped: {reason}"
+                ),
+            }
+        }
+    }
+
+    fn start(&mut self, job: Arc<Job>, run_id: RunId, plan: &Planned, epoch: i64) {
+        let (stop_tx, stop_rx) = watch::channel(None);
+        let stop_tx = Arc::new(stop_tx);
+        let output = RunOutput::new(self.config.daemon.output_tail);
+        if let Some(follower) = plan
+            .trigger_id
+            .and_then(|t| self.follow_trigger.get_mut(&t))
+        {
+            *follower = Some(output.follow());
+        }
+        self.running.insert(
+            run_id,
+            Running {
+                job: Arc::clone(&job.name),
+                stop: Arc::clone(&stop_tx),
+                output: Arc::clone(&output),
+            },
+        );
+        let spec = RunSpec {
+            job,
+            run_id,
+            scheduled_for: plan.scheduled_for,
+            trigger: plan.trigger,
+            attempt: plan.attempt,
+            output,
+        };
+        let ctx = runs::RunContext {
+            clock: self.clock.clone(),
+            executor: Arc::clone(&self.executor),
+            store: self.store.clone(),
+            me: Arc::clone(&self.me),
+            epoch,
+            history_limit: self.config.daemon.history_limit,
+            events: self.events_tx.clone(),
+        };
+        tokio::spawn(runs::drive(ctx, spec, stop_tx, stop_rx));
+    }
+}

@@ -1,0 +1,67 @@
+//! Reloading the job file (SIGHUP): an invalid file changes nothing; a valid one applies
+//! without touching running runs, and keeps each unchanged job's next instant.
+
+use std::sync::Arc;
+
+use super::{Scheduler, Slot, timeline};
+use crate::clock::Clock;
+use crate::config::{self, Config};
+use crate::runner::Executor;
+
+impl<C: Clock, E: Executor> Scheduler<C, E> {
+    /// Re-read the job file. An invalid file changes nothing.
+    pub(super) async fn reload(&mut self) {
+        let path = self.config.path.clone();
+        match config::load(&path) {
+            Ok(new) => {
+                self.apply(new);
+                // Pause flags of jobs new to this configuration.
+                self.refresh().await;
+                tracing::info!(jobs = self.config.jobs.len(), config = %path.display(), "configuration reloaded");
+            }
+            Err(config::LoadError::Invalid(errors)) => {
+                for line in errors.to_string().lines() {
+                    tracing::error!("{line}");
+                }
+                tracing::error!(config = %path.display(), "reload failed; the previous configuration stays in effect");
+            }
+            Err(err) => {
+                tracing::error!(config = %path.display(), "reload failed: {err}; the previous configuration stays in effect");
+            }
+        }
+    }
+
+    /// Switch to `new`: jobs whose timing is unchanged keep their next instant (so nothing
+    /// due fires twice); new or changed ones compute it from now; running runs continue.
+    pub(super) fn apply(&mut self, new: Config) {
+        let now = self.clock.now();
+        let old_config = Arc::clone(&self.config);
+        let old_slots = std::mem::take(&mut self.slots);
+        self.timeline.clear();
+        for (index, job) in new.jobs.iter().enumerate() {
+            let mut slot = Slot::default();
+            if let Ok(old_index) = old_config.jobs.binary_search_by(|j| j.name.cmp(&job.name)) {
+                let (old_job, old_slot) = (&old_config.jobs[old_index], &old_slots[old_index]);
+                slot.running = old_slot.running;
+                slot.foreign = old_slot.foreign.clone();
+                slot.paused = old_slot.paused;
+                let same_timing =
+                    old_job.timing == job.timing && old_job.zone.name == job.zone.name;
+                if same_timing && old_job.enabled {
+                    slot.next = old_slot.next;
+                }
+            }
+            if self.epoch.is_some() && job.enabled && slot.next.is_none() {
+                slot.next = timeline::next_fire(job, now, self.anchor);
+            }
+            if !job.enabled || self.epoch.is_none() {
+                slot.next = None;
+            }
+            if let Some(next) = slot.next {
+                self.timeline.insert((next, index));
+            }
+            self.slots.push(slot);
+        }
+        self.config = Arc::new(new);
+    }
+}

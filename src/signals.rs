@@ -1,0 +1,64 @@
+//! Process signals turned into [`Control`] requests for the loop: SIGTERM and SIGINT ask it
+//! to stop (a second one hurries the stop), SIGHUP to reload the job file, SIGUSR1 to log a
+//! one-line summary of its state.
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::scheduler::Control;
+
+/// Forward signals to `control` until the loop goes away.
+pub fn forward(control: mpsc::Sender<Control>) -> std::io::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    tokio::spawn(async move {
+        loop {
+            let request = tokio::select! {
+                Some(()) = term.recv() => Control::Stop,
+                Some(()) = int.recv() => Control::Stop,
+                Some(()) = hup.recv() => Control::Reload,
+                Some(()) = usr1.recv() => {
+                    let (tx, rx) = oneshot::channel();
+                    tokio::spawn(async move {
+                        if let Ok(s) = rx.await {
+                            log_summary(&s);
+                        }
+                    });
+                    Control::Snapshot(tx)
+                }
+                else => return,
+            };
+            if control.send(request).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(())
+}
+
+fn log_summary(s: &crate::scheduler::Snapshot) {
+    let next = s
+        .next
+        .iter()
+        .filter_map(|(job, t)| t.map(|t| (t, job)))
+        .min();
+    let role = match s.epoch {
+        Some(epoch) => format!("leader (epoch {epoch})"),
+        None => "standby".to_owned(),
+    };
+    let running: Vec<String> = s
+        .running
+        .iter()
+        .map(|(id, job)| format!("{job}#{id}"))
+        .collect();
+    tracing::info!(
+        jobs = s.next.len(),
+        running = running.len(),
+        waiting_triggers = s.waiting_triggers,
+        next = %next.map(|(t, job)| format!("{job} at {t}")).unwrap_or_else(|| "none".to_owned()),
+        "status: {role}; running: {}",
+        if running.is_empty() { "nothing".to_owned() } else { running.join(", ") }
+    );
+}
