@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::control::{Client, Request, Response};
+use crate::control::{Client, Request, Response, tail_lines};
 use crate::error::Error;
-use crate::run::Trigger;
+use crate::run::{Stream, Trigger};
 use crate::store::{Backend, NewTrigger, Sqlite};
 
 pub fn run(
@@ -55,10 +55,12 @@ pub fn run(
                 skipped: None,
             })) => {
                 eprintln!("started run {run_id} of `{job}`");
-                return if wait {
-                    follow(&mut client, run_id, deadline)
-                } else {
-                    Ok(0)
+                if !wait {
+                    return Ok(0);
+                }
+                return match follow(&mut client, run_id, deadline)? {
+                    Some(code) => Ok(code),
+                    None => wait_for_leader(&config, &mut db, trigger.id, deadline),
                 };
             }
             Ok(Some(Response::Started {
@@ -84,36 +86,49 @@ pub fn run(
     wait_for_leader(&config, &mut db, trigger.id, deadline)
 }
 
-/// No leader answered: watch the state until one takes the request, then follow its run.
+/// No leader answered: watch the state until one takes the request, then follow its run
+/// (or, if it already ended, print what was kept of it).
 fn wait_for_leader(
     config: &Config,
     db: &mut Sqlite,
     trigger: i64,
     deadline: Option<Instant>,
 ) -> Result<u8, Error> {
+    let failed = |e: crate::store::StoreError| Error::Failed(e.into());
     loop {
-        if let Some(run_id) = db
-            .trigger_run(trigger)
-            .map_err(|e| Error::Failed(e.into()))?
-            .flatten()
-        {
+        if let Some(run_id) = db.trigger_run(trigger).map_err(failed)?.flatten() {
             let run = db
                 .run(run_id)
-                .map_err(|e| Error::Failed(e.into()))?
+                .map_err(failed)?
                 .ok_or_else(|| super::logs::unknown_run(run_id.0))?;
             eprintln!("started run {run_id} of `{}`", run.job);
-            let pid = super::instance_pid(db, &run.instance)?;
-            let mut client = Client::call(
-                &config.daemon.state_dir(),
-                pid,
-                &Request::Follow { run_id: run_id.0 },
-            )
-            .map_err(|e| {
-                Error::Failed(anyhow::anyhow!(
-                    "cannot reach the daemon running run {run_id}: {e}"
-                ))
-            })?;
-            return follow(&mut client, run_id.0, deadline);
+            if matches!(run.state.as_str(), "running" | "pending") {
+                let pid = super::instance_pid(db, &run.instance)?;
+                let call = Request::Follow { run_id: run_id.0 };
+                if let Ok(mut client) = Client::call(&config.daemon.state_dir(), pid, &call) {
+                    if let Some(code) = follow(&mut client, run_id.0, deadline)? {
+                        return Ok(code);
+                    }
+                }
+            }
+            // It ended before it could be followed: show what was kept.
+            let run = db
+                .run(run_id)
+                .map_err(failed)?
+                .ok_or_else(|| super::logs::unknown_run(run_id.0))?;
+            let (tail, _) = db.run_output(run_id).map_err(failed)?.unwrap_or_default();
+            for (stream, text) in tail_lines(&String::from_utf8_lossy(&tail)) {
+                print_line(stream, text);
+            }
+            eprintln!(
+                "run {run_id} {}{}",
+                run.state,
+                run.reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            );
+            return Ok(exit_status(&run.state, run.exit_code, run.signal));
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             eprintln!("stopped waiting; request {trigger} stays queued");
@@ -124,12 +139,29 @@ fn wait_for_leader(
     }
 }
 
-fn follow(client: &mut Client, run_id: i64, deadline: Option<Instant>) -> Result<u8, Error> {
+fn print_line(stream: Stream, text: &str) {
+    match stream {
+        Stream::Stderr => {
+            let _ = writeln!(std::io::stderr().lock(), "{text}");
+        }
+        Stream::Stdout => {
+            let _ = writeln!(std::io::stdout().lock(), "{text}");
+        }
+    }
+}
+
+/// Stream the run to its end; its exit status, or None if the daemon says it is not
+/// running there (it ended before the request arrived).
+fn follow(
+    client: &mut Client,
+    run_id: i64,
+    deadline: Option<Instant>,
+) -> Result<Option<u8>, Error> {
     loop {
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         if left == Some(Duration::ZERO) {
             eprintln!("stopped waiting; run {run_id} goes on (`schedctl logs {run_id} --follow`)");
-            return Ok(1);
+            return Ok(Some(1));
         }
         client
             .set_timeout(left)
@@ -152,10 +184,18 @@ fn follow(client: &mut Client, run_id: i64, deadline: Option<Instant>) -> Result
         };
         match response {
             Some(Response::Line { stream, text }) => {
-                if stream == "stderr" {
-                    let _ = writeln!(std::io::stderr().lock(), "{text}");
-                } else {
-                    let _ = writeln!(std::io::stdout().lock(), "{text}");
+                print_line(
+                    if stream == "stderr" {
+                        Stream::Stderr
+                    } else {
+                        Stream::Stdout
+                    },
+                    &text,
+                );
+            }
+            Some(Response::Tail { text }) => {
+                for (stream, line) in tail_lines(&text) {
+                    print_line(stream, line);
                 }
             }
             Some(Response::End {
@@ -168,9 +208,10 @@ fn follow(client: &mut Client, run_id: i64, deadline: Option<Instant>) -> Result
                     "run {run_id} {state}{}",
                     reason.map(|r| format!(": {r}")).unwrap_or_default()
                 );
-                return Ok(exit_status(&state, exit_code, signal));
+                return Ok(Some(exit_status(&state, exit_code, signal)));
             }
-            Some(_) => {}
+            Some(Response::Error { .. }) => return Ok(None),
+            Some(Response::Ok | Response::Started { .. }) => {}
             None => {
                 return Err(Error::Failed(anyhow::anyhow!(
                     "the daemon went away while run {run_id} ran; `schedctl logs {run_id}` shows what was recorded"

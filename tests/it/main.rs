@@ -6,6 +6,7 @@ mod support;
 mod cli;
 mod daemon;
 mod lease;
+mod operator;
 mod output;
 mod processes;
 mod recovery;

@@ -128,29 +128,42 @@ impl Sqlite {
         self.migrate(shown)
     }
 
+    /// Apply missing migrations. Several processes may open a new file at once (a daemon and
+    /// a `run-now`), so the version is read and advanced inside one exclusive transaction.
     fn migrate(&mut self, shown: &str) -> std::result::Result<(), OpenError> {
         let explain = |e: rusqlite::Error| describe_open_error(shown, &e);
+        let known = schema::current_version();
+        let newer = |version: i64| {
+            OpenError(format!(
+                "state file `{shown}` has schema version {version}, newer than this schedctl knows ({known}); upgrade schedctl or set [daemon] state to another path"
+            ))
+        };
         let version: i64 = self
             .conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(explain)?;
-        let known = schema::current_version();
         if version > known {
-            return Err(OpenError(format!(
-                "state file `{shown}` has schema version {version}, newer than this schedctl knows ({known}); upgrade schedctl or set [daemon] state to another path"
-            )));
+            return Err(newer(version));
+        }
+        if version == known {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Exclusive)
+            .map_err(explain)?;
+        let version: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(explain)?;
+        if version > known {
+            return Err(newer(version));
         }
         for (i, migration) in schema::MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Exclusive)
-                .map_err(explain)?;
             tx.execute_batch(migration).map_err(explain)?;
             tx.pragma_update(None, "user_version", i as i64 + 1)
                 .map_err(explain)?;
-            tx.commit().map_err(explain)?;
         }
-        Ok(())
+        tx.commit().map_err(explain)
     }
 
     fn check_epoch(tx: &rusqlite::Transaction<'_>, me: &Instance, epoch: i64) -> Result<()> {

@@ -413,3 +413,18 @@ fn pausing_counts_a_change_and_max_failures_pauses_without_a_retry() {
         Some("paused after 2 consecutive failed runs")
     );
 }
+
+#[test]
+fn processes_opening_a_new_file_at_once_migrate_it_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("race.db");
+    let openers: Vec<_> = (0..8)
+        .map(|_| {
+            let path = path.clone();
+            std::thread::spawn(move || Sqlite::open(&path).map(|_| ()).map_err(|e| e.to_string()))
+        })
+        .collect();
+    for opener in openers {
+        assert_eq!(opener.join().expect("thread"), Ok(()));
+    }
+}

@@ -184,7 +184,10 @@ impl Daemon {
         std::thread::spawn(move || {
             let mut s = String::new();
             let _ = err_pipe.read_to_string(&mut s);
-            err_buf.lock().expect("stderr lock").push_str(&s);
+            err_buf
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push_str(&s);
         });
         let daemon = Daemon { child, log, stderr };
         daemon.wait_for_line(|l| l.contains("scheduler started"));
@@ -215,7 +218,10 @@ impl Daemon {
                 panic!(
                     "{reason} waiting for {what}; log so far:\n{}\nstderr:\n{}",
                     log.lines.join("\n"),
-                    self.stderr.lock().expect("stderr").as_str()
+                    self.stderr
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .as_str()
                 );
             }
             log = cond.wait_timeout(log, deadline - now).expect("log lock").0;
