@@ -150,7 +150,7 @@ schedule = "@hourly"
         [
             "/etc/schedctl/jobs.toml:2:12: [daemon]: key `timezone`: unknown time zone `Mars/Olympus` (use an IANA name such as `Europe/Berlin` or `UTC`)",
             "/etc/schedctl/jobs.toml:3:18: [daemon]: key `shutdown_grace`: expected a duration string such as \"90s\" or \"1h 30m\", found integer `30`",
-            "/etc/schedctl/jobs.toml:4:1: [daemon]: key `colour`: unknown key (expected one of: timezone, shutdown_grace, log_format)",
+            "/etc/schedctl/jobs.toml:4:1: [daemon]: key `colour`: unknown key (expected one of: state, timezone, lease_ttl, shutdown_grace, history_limit, output_tail, log_format)",
             "/etc/schedctl/jobs.toml:7:12: job `backup`: key `schedule`: minute field `61`: value out of range 0-59",
             "/etc/schedctl/jobs.toml:8:11: job `backup`: key `command`: the command must not be empty",
             "/etc/schedctl/jobs.toml:9:1: job `backup`: key `timout`: unknown key (did you mean `timeout`?)",
@@ -205,8 +205,8 @@ fn value_errors() {
             "key `env`: `SCHEDCTL_JOB` is set by schedctl for every run and cannot be overridden",
         ),
         (
-            "retries = 3",
-            "key `retries`: this key is not supported by this version of schedctl yet",
+            "jitter = \"5s\"",
+            "key `jitter`: this key is not supported by this version of schedctl yet",
         ),
     ];
     for (line, expected) in cases {
