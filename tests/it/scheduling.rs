@@ -117,7 +117,7 @@ async fn a_backward_clock_step_fires_nothing_twice() {
         [("minutely".to_owned(), ts("2026-11-24T10:01:00Z"))]
     );
     h.set_time("2026-11-24T09:58:30Z").await;
-    h.pass(MINUTE * 3, Duration::from_secs(10)).await;
+    h.pass(MINUTE * 4, Duration::from_secs(10)).await;
     assert_eq!(
         h.fired(),
         [("minutely".to_owned(), ts("2026-11-24T10:02:00Z"))],

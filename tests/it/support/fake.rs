@@ -1,6 +1,7 @@
 //! The scheduling loop in-process: a fake wall clock, a real store (an SQLite file in a
 //! temporary directory) and leadership, and an executor that records runs instead of
-//! starting processes. A run ends when the test lets go of it.
+//! starting processes. A run ends when the test lets go of it; runs the test has not
+//! taken (with `started` or `fired`) end successfully when `pass` moves the clock on.
 //!
 //! Waiting: after moving the fake clock, [`Harness::settle`] asks the loop for a snapshot
 //! (which fires whatever is due first) until the runs it reports running are exactly the
@@ -47,9 +48,14 @@ impl FakeRun {
     }
 
     pub fn finish(mut self, outcome: RunOutcome) {
+        self.end(outcome);
+    }
+
+    fn end(&mut self, outcome: RunOutcome) {
         if let Some(done) = self.done.take() {
             let _ = done.send(outcome);
         }
+        self.held.store(false, Ordering::SeqCst);
     }
 }
 
@@ -249,10 +255,17 @@ impl Harness {
     }
 
     /// Move the wall clock forward step by step (as real time passes), letting the loop
-    /// react after each step.
+    /// react after each step. Runs started by a step and not taken by the test end
+    /// successfully before the next step; those of the last step keep running.
     pub async fn pass(&mut self, total: Duration, step: Duration) {
         let mut passed = Duration::ZERO;
         while passed < total {
+            if self.pending.iter().any(|r| r.done.is_some()) {
+                for run in &mut self.pending {
+                    run.end(RunOutcome::Finished(Termination::Exit(0)));
+                }
+                self.settle().await;
+            }
             self.clock.advance(step);
             passed += step;
             self.settle().await;
