@@ -54,8 +54,9 @@ pub type StopRequest = watch::Receiver<Option<StopCause>>;
 /// Starts runs. The real one starts processes; tests substitute their own.
 pub trait Executor: Send + Sync + 'static {
     type Handle: RunHandle;
-    /// Start `spec`; the error is the reason it could not start (missing program, bad
-    /// working directory...), recorded as a failed run.
+    /// Start `spec` and log `run started` before any of its output; the error is the
+    /// reason it could not start (missing program, bad working directory...), recorded as
+    /// a failed run.
     fn start(&self, spec: &RunSpec) -> Result<Self::Handle, String>;
 }
 
@@ -174,6 +175,16 @@ impl<C: Clock> Executor for Runner<C> {
         let _ = std::fs::remove_file(&result_path);
         let env = self.environment(spec);
         let mut process = process::spawn(&job.command, &env, job.workdir.as_deref())?;
+        // Logged before the output pumps start, so that it precedes the run's first line.
+        tracing::info!(
+            job = &*job.name,
+            run_id = spec.run_id.0,
+            pid = process.pid(),
+            trigger = spec.trigger.as_str(),
+            attempt = spec.attempt,
+            scheduled_for = %spec.scheduled_for,
+            "run started"
+        );
         let style = self.sink.style();
         let pumps = [
             (process.stdout.take(), Stream::Stdout),

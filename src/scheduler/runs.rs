@@ -53,16 +53,8 @@ pub(super) async fn drive<C: Clock, E: Executor>(
             (ended, None)
         }
         Ok(handle) => {
+            // The executor logged "run started" (before the run's first output line).
             let (pid, pid_start) = (handle.pid(), handle.pid_start());
-            tracing::info!(
-                job = &*job.name,
-                run_id = run_id.0,
-                pid,
-                trigger = spec.trigger.as_str(),
-                attempt = spec.attempt,
-                scheduled_for = %spec.scheduled_for,
-                "run started"
-            );
             let (me, epoch) = (Arc::clone(&ctx.me), ctx.epoch);
             match ctx
                 .store

@@ -23,6 +23,14 @@ fn a_six_field_job_fires_within_a_second_and_its_streams_become_info_and_error()
     );
     daemon.wait_for(&["job=hello", "run finished", "state=succeeded"]);
     assert_eq!(daemon.stop(), Some(0));
+    // A run's events frame its output: started before its first line, finished after.
+    let lines = daemon.lines();
+    let first_run: Vec<&String> = lines.iter().filter(|l| l.contains(" run_id=1")).collect();
+    assert!(first_run[0].contains("run started"), "{first_run:#?}");
+    assert!(
+        first_run[first_run.len() - 1].contains("run finished"),
+        "{first_run:#?}"
+    );
 }
 
 #[test]
