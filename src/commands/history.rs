@@ -47,13 +47,13 @@ pub fn run(
     } else {
         print!(
             "{}",
-            render(&config, &runs, SystemClock.now(), view::color_wanted())
+            render(&config, &runs, SystemClock.now(), view::Look::of_stdout())
         );
     }
     Ok(0)
 }
 
-pub fn render(config: &Config, runs: &[RunRecord], now: Timestamp, color: bool) -> String {
+pub fn render(config: &Config, runs: &[RunRecord], now: Timestamp, look: view::Look) -> String {
     let mut table = Table::new(
         &[
             "RUN",
@@ -81,7 +81,7 @@ pub fn render(config: &Config, runs: &[RunRecord], now: Timestamp, color: bool) 
         let scheduled = run
             .scheduled_for
             .to_zoned_datetime(super::zone_of(config, &run.job))
-            .strftime("%Y-%m-%d %H:%M:%S %Z")
+            .strftime("%m-%d %H:%M:%S %Z")
             .to_string();
         table.row(vec![
             run.id.to_string(),
@@ -93,7 +93,7 @@ pub fn render(config: &Config, runs: &[RunRecord], now: Timestamp, color: bool) 
             took,
             run.reason.clone().unwrap_or_default(),
         ]);
-        table.paint_last(4, color);
+        table.paint_last(4, look.color);
     }
-    table.render()
+    table.render(look.width)
 }

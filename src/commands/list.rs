@@ -11,8 +11,9 @@ use serde_json::{Value, json};
 
 use super::view::{self, Table};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, Job};
+use crate::config::{Config, Job, Timing};
 use crate::error::Error;
+use crate::schedule::Schedule;
 use crate::scheduler::timeline;
 use crate::store::{Backend, JobState, RunRecord};
 
@@ -34,7 +35,7 @@ pub fn run(config_path: &Path, json: bool) -> Result<u8, Error> {
             serde_json::to_string_pretty(&to_json(&lines)).unwrap_or_default()
         );
     } else {
-        print!("{}", render(&lines, now, view::color_wanted()));
+        print!("{}", render(&lines, now, view::Look::of_stdout()));
     }
     Ok(0)
 }
@@ -89,7 +90,8 @@ fn duration(run: &RunRecord) -> Option<SignedDuration> {
     Some(run.ended_at?.duration_since(run.started_at?))
 }
 
-/// `succeeded 12s, 21h ago`, `running for 3m`, `skipped 2m ago`.
+/// `succeeded 21h ago, took 12s`, `running for 3m`, `skipped 2m ago`: most telling first,
+/// as the table may cut the end of it.
 fn last_cell(run: &RunRecord, now: Timestamp) -> String {
     let when = run.ended_at.or(run.started_at).unwrap_or(run.created_at);
     match (run.state.as_str(), duration(run)) {
@@ -99,16 +101,16 @@ fn last_cell(run: &RunRecord, now: Timestamp) -> String {
             view::short_duration(now.duration_since(when))
         ),
         (state, Some(d)) => format!(
-            "{state} {}, {}",
-            view::short_duration(d),
-            view::relative(when, now)
+            "{state} {}, took {}",
+            view::relative(when, now),
+            view::short_duration(d)
         ),
         (state, None) => format!("{state} {}", view::relative(when, now)),
     }
 }
 
 /// The table, as printed.
-pub fn render(lines: &[JobLine], now: Timestamp, color: bool) -> String {
+pub fn render(lines: &[JobLine], now: Timestamp, look: view::Look) -> String {
     let mut table = Table::new(&["JOB", "SCHEDULE", "ZONE", "NEXT", "LAST"], 4);
     for line in lines {
         let job = &line.job;
@@ -117,13 +119,20 @@ pub fn render(lines: &[JobLine], now: Timestamp, color: bool) -> String {
             (_, Some(_), _) => "paused".to_owned(),
             (_, None, None) => "-".to_owned(),
             (_, None, Some(t)) => {
+                // Seconds only for jobs that fire on seconds.
+                let (local_format, utc_format) = match &job.timing {
+                    Timing::Schedule(Schedule::Cron(c)) if !c.has_seconds() => {
+                        ("%m-%d %H:%M %Z", "%H:%MZ")
+                    }
+                    _ => ("%m-%d %H:%M:%S %Z", "%H:%M:%SZ"),
+                };
                 let local = t
                     .to_zoned_datetime(job.zone.tz.clone())
-                    .strftime("%m-%d %H:%M:%S %Z")
+                    .strftime(local_format)
                     .to_string();
                 let utc = t
                     .to_zoned_datetime(jiff::tz::TimeZone::UTC)
-                    .strftime("%H:%MZ")
+                    .strftime(utc_format)
                     .to_string();
                 format!("{local} ({utc}) {}", view::relative(t, now))
             }
@@ -140,10 +149,10 @@ pub fn render(lines: &[JobLine], now: Timestamp, color: bool) -> String {
             last,
         ]);
         if line.paused.is_some() {
-            table.paint_last(3, color);
+            table.paint_last(3, look.color);
         }
     }
-    table.render()
+    table.render(look.width)
 }
 
 pub fn run_json(run: &RunRecord, tz: &jiff::tz::TimeZone) -> Value {

@@ -25,36 +25,61 @@ pub fn run(config_path: &Path, run_id: i64, follow: bool, json: bool) -> Result<
         .run_output(RunId(run_id))
         .map_err(failed)?
         .unwrap_or_default();
-    let active = matches!(run.state.as_str(), "running" | "pending");
     if json {
-        let tz = super::zone_of(&config, &run.job);
-        let mut value = super::list::run_json(&run, &tz);
-        value["output"] = json!(
-            tail_lines(&String::from_utf8_lossy(&tail))
-                .map(|(s, t)| json!({"stream": s.as_str(), "text": t}))
-                .collect::<Vec<_>>()
-        );
-        value["result"] = json!(result.as_deref().map(String::from_utf8_lossy));
+        let value = to_json(&config, &run, &tail, result.as_deref());
         println!(
             "{}",
             serde_json::to_string_pretty(&value).unwrap_or_default()
         );
         return Ok(0);
     }
-    println!("{}", describe(&config, &run));
-    if follow && active {
+    if follow && matches!(run.state.as_str(), "running" | "pending") {
+        println!("{}", describe(&config, &run));
         return follow_run(&config, &mut db, &run);
     }
-    print_tail(&String::from_utf8_lossy(&tail));
-    if active {
-        println!(
-            "(run {run_id} is still running; its output is kept when it ends; `schedctl logs {run_id} --follow` streams it)"
-        );
+    print!("{}", render(&config, &run, &tail, result.as_deref()));
+    Ok(0)
+}
+
+/// The text of `logs`: what the run was and how it ended, its kept output with each line
+/// marked `[out]` or `[err]`, and its result.
+pub fn render(config: &Config, run: &RunRecord, tail: &[u8], result: Option<&[u8]>) -> String {
+    let mut out = describe(config, run);
+    out.push('\n');
+    for (stream, text) in tail_lines(&String::from_utf8_lossy(tail)) {
+        out.push_str(&format!("[{}] {text}\n", mark(stream)));
+    }
+    if matches!(run.state.as_str(), "running" | "pending") {
+        let id = run.id;
+        out.push_str(&format!(
+            "(run {id} is still running; its output is kept when it ends; `schedctl logs {id} --follow` streams it)\n"
+        ));
     }
     if let Some(result) = result {
-        println!("result:\n{}", String::from_utf8_lossy(&result).trim_end());
+        out.push_str(&format!(
+            "result:\n{}\n",
+            String::from_utf8_lossy(result).trim_end()
+        ));
     }
-    Ok(0)
+    out
+}
+
+/// `logs --json`: the run as in `history --json`, with `output` (stream, text) and `result`.
+pub fn to_json(
+    config: &Config,
+    run: &RunRecord,
+    tail: &[u8],
+    result: Option<&[u8]>,
+) -> serde_json::Value {
+    let tz = super::zone_of(config, &run.job);
+    let mut value = super::list::run_json(run, &tz);
+    value["output"] = json!(
+        tail_lines(&String::from_utf8_lossy(tail))
+            .map(|(s, t)| json!({"stream": s.as_str(), "text": t}))
+            .collect::<Vec<_>>()
+    );
+    value["result"] = json!(result.map(String::from_utf8_lossy));
+    value
 }
 
 pub fn unknown_run(run_id: i64) -> Error {
@@ -93,13 +118,16 @@ fn print_tail(tail: &str) {
     }
 }
 
-fn print_line(stream: Stream, text: &str) {
-    let mark = match stream {
+fn mark(stream: Stream) -> &'static str {
+    match stream {
         Stream::Stdout => "out",
         Stream::Stderr => "err",
-    };
+    }
+}
+
+fn print_line(stream: Stream, text: &str) {
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "[{mark}] {text}");
+    let _ = writeln!(out, "[{}] {text}", mark(stream));
 }
 
 fn follow_run(config: &Config, db: &mut impl Backend, run: &RunRecord) -> Result<u8, Error> {

@@ -14,6 +14,9 @@ mod status;
 mod validate;
 pub mod view;
 
+#[cfg(test)]
+mod snapshots;
+
 use std::sync::Arc;
 
 use jiff::Timestamp;

@@ -40,7 +40,7 @@ pub fn run(config_path: &Path, json: bool) -> Result<u8, Error> {
             serde_json::to_string_pretty(&to_json(&status)).unwrap_or_default()
         );
     } else {
-        print!("{}", render(&status, now, view::color_wanted()));
+        print!("{}", render(&status, now, view::Look::of_stdout()));
     }
     Ok(if status.leader.is_some() { 0 } else { 1 })
 }
@@ -76,13 +76,13 @@ pub fn gather(db: &mut impl Backend, now: Timestamp) -> crate::store::Result<Sta
     })
 }
 
-pub fn render(status: &Status, now: Timestamp, color: bool) -> String {
+pub fn render(status: &Status, now: Timestamp, look: view::Look) -> String {
     let utc = jiff::tz::TimeZone::UTC;
     let mut out = String::new();
     match (&status.leader, &status.stale) {
         (Some(l), _) => out.push_str(&format!(
             "{}    {} (pid {} on {}), epoch {}, since {} ({})\n",
-            view::paint("leader", color),
+            view::paint("leader", look.color),
             l.holder,
             l.pid,
             l.host,
@@ -128,9 +128,9 @@ pub fn render(status: &Status, now: Timestamp, color: bool) -> String {
             view::local(started, &utc),
             view::short_duration(now.duration_since(started)),
         ]);
-        table.paint_last(2, color);
+        table.paint_last(2, look.color);
     }
-    out.push_str(&table.render());
+    out.push_str(&table.render(look.width));
     out
 }
 

@@ -1,6 +1,6 @@
 //! What the read commands share: the state opened without creating it, times for people
-//! (absolute and relative), aligned tables that fit 100 columns, and colour only on a
-//! terminal without `NO_COLOR`.
+//! (absolute and relative), aligned tables that fit the terminal (100 columns when it is
+//! not a terminal), and colour only on a terminal without `NO_COLOR`.
 
 use std::io::IsTerminal;
 
@@ -11,8 +11,45 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::store::Sqlite;
 
-/// The widest a table line gets.
+/// The widest a table line gets when the width of the terminal is not known.
 pub const WIDTH: usize = 100;
+
+/// How text output is shown: coloured or not, and how wide a line may get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Look {
+    pub color: bool,
+    pub width: usize,
+}
+
+impl Look {
+    /// Plain text of the default width (files, pipes, tests).
+    pub const PLAIN: Look = Look {
+        color: false,
+        width: WIDTH,
+    };
+
+    /// For stdout: colour on a terminal without `NO_COLOR`; the terminal's width.
+    pub fn of_stdout() -> Look {
+        let tty = std::io::stdout().is_terminal();
+        Look {
+            color: tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+            width: if tty { terminal_width() } else { None }.unwrap_or(WIDTH),
+        }
+    }
+}
+
+/// The width of the terminal on stdout, if it says.
+fn terminal_width() -> Option<usize> {
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one `winsize` into the struct we pass; fd 1 stays open.
+    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
+    (ok && size.ws_col >= 40).then_some(usize::from(size.ws_col))
+}
 
 /// The state database of `config`, or None when no daemon ever ran on it.
 pub fn open_state(config: &Config) -> Result<Option<Sqlite>, Error> {
@@ -33,10 +70,6 @@ pub fn require_state(config: &Config) -> Result<Sqlite, Error> {
             config.daemon.state.display()
         ))
     })
-}
-
-pub fn color_wanted() -> bool {
-    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// A run state (or a word like it), coloured when `color`.
@@ -107,7 +140,7 @@ pub fn rfc3339_utc(t: Timestamp) -> String {
 }
 
 /// Rows of cells, left-aligned in columns two spaces apart. The `flex` column is cut
-/// (with `…`) so that lines fit [`WIDTH`]; colour is applied after alignment.
+/// (with `…`) so that lines fit the width; colour is applied after alignment.
 pub struct Table {
     rows: Vec<Vec<String>>,
     /// Per row, per column: the coloured form of the cell, if any.
@@ -138,15 +171,15 @@ impl Table {
         }
     }
 
-    pub fn render(&self) -> String {
+    pub fn render(&self, width: usize) -> String {
         let cols = self.rows[0].len();
         let len = |s: &str| s.chars().count();
         let mut widths: Vec<usize> = (0..cols)
             .map(|c| self.rows.iter().map(|r| len(&r[c])).max().unwrap_or(0))
             .collect();
         let total = widths.iter().sum::<usize>() + 2 * (cols - 1);
-        if total > WIDTH {
-            widths[self.flex] = widths[self.flex].saturating_sub(total - WIDTH).max(8);
+        if total > width {
+            widths[self.flex] = widths[self.flex].saturating_sub(total - width).max(12);
         }
         let mut out = String::new();
         for (r, row) in self.rows.iter().enumerate() {
@@ -209,10 +242,12 @@ mod tests {
     fn tables_align_and_cut_the_flexible_column_to_fit() {
         let mut table = Table::new(&["A", "LONG"], 1);
         table.row(vec!["x".into(), "y".repeat(200)]);
-        let text = table.render();
+        let text = table.render(WIDTH);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "A  LONG");
         assert_eq!(lines[1].chars().count(), WIDTH);
         assert!(lines[1].ends_with('…'));
+        let wide = table.render(300);
+        assert!(wide.lines().nth(1).expect("row").ends_with('y'), "{wide}");
     }
 }

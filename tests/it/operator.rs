@@ -179,9 +179,11 @@ fn list_status_history_and_logs_show_what_happened() {
         serde_json::from_str(&env.run(&["logs", run_id, "--json"]).stdout).expect("json");
     assert_eq!(json["state"], "failed");
     assert_eq!(json["exit_code"], 3);
-    assert_eq!(
-        json["output"][1],
-        serde_json::json!({"stream": "stderr", "text": "problem"})
+    let output = json["output"].as_array().expect("output");
+    assert!(
+        output.contains(&serde_json::json!({"stream": "stderr", "text": "problem"}))
+            && output.contains(&serde_json::json!({"stream": "stdout", "text": "line one"})),
+        "{output:?}"
     );
     assert_eq!(json["result"], "{\"rows\":3}\n");
     let list: serde_json::Value =
