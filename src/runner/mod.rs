@@ -5,6 +5,7 @@
 
 mod output;
 mod process;
+mod shell;
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -14,6 +14,7 @@ use nix::unistd::Pid;
 use tokio::io::unix::AsyncFd;
 use tokio::net::unix::pipe;
 
+use super::shell;
 use crate::config::CommandLine;
 use crate::run::Termination;
 
@@ -35,23 +36,60 @@ pub fn spawn(
     if let Some(dir) = workdir {
         check_workdir(dir)?;
     }
-    let mut cmd = match command {
+    let path_var = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map_or(DEFAULT_PATH, |(_, v)| v.as_str());
+    let cmd = match command {
         CommandLine::Shell(script) => {
+            if let Some(process) = spawn_plain(script, env, path_var, workdir) {
+                return Ok(process);
+            }
             let mut c = std::process::Command::new("/bin/sh");
             c.arg("-c").arg(script);
             c
         }
         CommandLine::Exec(argv) => {
-            let path_var = env
-                .iter()
-                .find(|(k, _)| k == "PATH")
-                .map(|(_, v)| v.as_str());
             let program = resolve_program(&argv[0], path_var, workdir)?;
             let mut c = std::process::Command::new(program);
             c.arg0(&argv[0]).args(&argv[1..]);
             c
         }
     };
+    start(cmd, env, workdir).map_err(|e| describe_spawn_error(command, &e))
+}
+
+/// A shell command that needs no shell, started directly with the environment the shell
+/// would have given it; `None` leaves it to the shell (which also reports its errors).
+fn spawn_plain(
+    script: &str,
+    env: &[(String, String)],
+    path_var: &str,
+    workdir: Option<&Path>,
+) -> Option<Process> {
+    let words = shell::plain_words(script)?;
+    let program = shell::find_program(words[0], path_var, workdir)?;
+    let inherited = env
+        .iter()
+        .find(|(k, _)| k == "PWD")
+        .map(|(_, v)| v.as_str());
+    let pwd = shell::pwd(inherited, workdir)?;
+    let mut env = env.to_vec();
+    env.retain(|(k, _)| k != "PWD");
+    env.push(("PWD".to_owned(), pwd));
+    let mut cmd = std::process::Command::new(program);
+    cmd.arg0(words[0]).args(&words[1..]);
+    // A start that fails here (say, a script without `#!`) is left to the shell.
+    start(cmd, &env, workdir).ok()
+}
+
+/// Spawn `cmd` in its own process group with exactly `env` and stdout/stderr piped, and
+/// open a pidfd on it.
+fn start(
+    mut cmd: std::process::Command,
+    env: &[(String, String)],
+    workdir: Option<&Path>,
+) -> std::io::Result<Process> {
     cmd.env_clear()
         .envs(env.iter().map(|(k, v)| (OsStr::new(k), OsStr::new(v))))
         .stdin(Stdio::null())
@@ -61,7 +99,7 @@ pub fn spawn(
     if let Some(dir) = workdir {
         cmd.current_dir(dir);
     }
-    let mut child = cmd.spawn().map_err(|e| describe_spawn_error(command, &e))?;
+    let mut child = cmd.spawn()?;
     let pid = Pid::from_raw(child.id() as i32);
     let stdout = child.stdout.take().map(|s| pipe_receiver(OwnedFd::from(s)));
     let stderr = child.stderr.take().map(|s| pipe_receiver(OwnedFd::from(s)));
@@ -71,7 +109,9 @@ pub fn spawn(
         .map_err(|e| {
             let _ = killpg(pid, Signal::SIGKILL);
             let _ = waitid(Id::Pid(pid), WaitPidFlag::WEXITED);
-            format!("cannot watch the process (pidfd_open needs Linux 5.3 or later): {e}")
+            std::io::Error::other(format!(
+                "cannot watch the process (pidfd_open needs Linux 5.3 or later): {e}"
+            ))
         })?;
     Ok(Process {
         pid,
@@ -142,34 +182,17 @@ fn check_workdir(dir: &Path) -> Result<(), String> {
 }
 
 /// Find `program` the way execvp would, in the run's PATH, so that spawning can use
-/// posix_spawn and a missing program gets a clear reason.
+/// posix_spawn and a missing program gets a clear reason. A path is left to the spawn.
 fn resolve_program(
     program: &str,
-    path_var: Option<&str>,
+    path_var: &str,
     workdir: Option<&Path>,
 ) -> Result<PathBuf, String> {
     if program.contains('/') {
         return Ok(PathBuf::from(program));
     }
-    let path_var = path_var.unwrap_or(DEFAULT_PATH);
-    for dir in path_var.split(':') {
-        let dir = if dir.is_empty() { "." } else { dir };
-        let mut candidate = PathBuf::from(dir);
-        if candidate.is_relative() {
-            if let Some(base) = workdir {
-                candidate = base.join(candidate);
-            }
-        }
-        candidate.push(program);
-        if nix::unistd::access(&candidate, nix::unistd::AccessFlags::X_OK).is_ok()
-            && candidate.is_file()
-        {
-            return Ok(candidate);
-        }
-    }
-    Err(format!(
-        "program `{program}` not found in PATH `{path_var}`"
-    ))
+    shell::find_program(program, path_var, workdir)
+        .ok_or_else(|| format!("program `{program}` not found in PATH `{path_var}`"))
 }
 
 /// The PATH of a run when neither the job nor the base environment sets one.
@@ -258,11 +281,11 @@ mod tests {
 
     #[test]
     fn programs_are_found_in_the_given_path_only() {
-        let found = resolve_program("sh", Some("/nonexistent:/bin"), None).expect("sh is in /bin");
+        let found = resolve_program("sh", "/nonexistent:/bin", None).expect("sh is in /bin");
         assert_eq!(found, PathBuf::from("/bin/sh"));
-        let err = resolve_program("sh", Some("/nonexistent"), None).unwrap_err();
+        let err = resolve_program("sh", "/nonexistent", None).unwrap_err();
         assert_eq!(err, "program `sh` not found in PATH `/nonexistent`");
-        assert_eq!(resolve_program("./x", None, None), Ok(PathBuf::from("./x")));
+        assert_eq!(resolve_program("./x", "", None), Ok(PathBuf::from("./x")));
     }
 
     #[test]

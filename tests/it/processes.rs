@@ -75,3 +75,78 @@ fn a_job_that_ignores_sigterm_is_killed_after_kill_grace() {
     );
     daemon.stop();
 }
+
+/// The `stream=stdout` lines of one job's first run, in order.
+fn first_run_output(lines: &[String], job: &str) -> Vec<String> {
+    let tag = format!("job={job} run_id=");
+    let run = lines
+        .iter()
+        .find(|l| l.contains(&tag))
+        .and_then(|l| l.split("run_id=").nth(1))
+        .and_then(|s| s.split([' ', ':']).next())
+        .expect("a run")
+        .to_owned();
+    let prefix = format!("job={job} run_id={run} stream=stdout: ");
+    lines
+        .iter()
+        .filter_map(|l| l.split_once(&prefix).map(|(_, v)| v.to_owned()))
+        .collect()
+}
+
+#[test]
+fn a_command_without_shell_syntax_runs_directly_as_the_shell_would_run_it() {
+    let env = TestEnv::new();
+    let script = env.path("whoami.sh");
+    std::fs::write(&script, "#!/bin/sh\necho \"pid $$\"\n").expect("script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let env = env
+        // Plain: started directly. `exec` makes the shell run the same program itself.
+        .job("direct", "* * * * * *", "env")
+        .job("shell", "* * * * * *", "exec env")
+        .job("self", "* * * * * *", &script.display().to_string())
+        .job("missing", "* * * * * *", "no-such-program --flag")
+        .write();
+    let mut daemon = env.daemon();
+    for job in ["direct", "shell", "self", "missing"] {
+        daemon.wait_for(&[&format!("job={job} "), "run f"]);
+    }
+    daemon.stop();
+    let lines = daemon.lines();
+    let normal = |job: &str| {
+        let mut vars: Vec<String> = first_run_output(&lines, job)
+            .into_iter()
+            .filter(|v| {
+                ![
+                    "SCHEDCTL_JOB=",
+                    "SCHEDCTL_RUN_ID=",
+                    "SCHEDCTL_RESULT=",
+                    "SCHEDCTL_STATE_DIR=",
+                ]
+                .iter()
+                .any(|p| v.starts_with(p))
+            })
+            .collect();
+        vars.sort();
+        vars
+    };
+    let direct = normal("direct");
+    assert!(direct.iter().any(|v| v.starts_with("PWD=/")), "{direct:?}");
+    assert_eq!(
+        direct,
+        normal("shell"),
+        "the same environment, PWD included"
+    );
+    // Started directly, the program is the run's process, not a child of a shell.
+    let started = daemon.wait_for(&["job=self ", "run started"]);
+    let pid = started
+        .split("pid=")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .expect("pid");
+    assert_eq!(first_run_output(&lines, "self"), [format!("pid {pid}")]);
+    // A program that is not found is left to the shell, with its message and exit code.
+    let missing = daemon.wait_for(&["job=missing ", "stream=stderr"]);
+    assert!(missing.ends_with("no-such-program: not found"), "{missing}");
+    daemon.wait_for(&["job=missing ", "run failed", "exited with code 127"]);
+}
