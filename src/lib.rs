@@ -10,6 +10,7 @@ pub mod error;
 pub mod leadership;
 pub mod lease;
 pub mod logging;
+pub mod memory;
 pub mod procinfo;
 pub mod run;
 pub mod runner;

@@ -144,7 +144,7 @@ pub fn render(lines: &[JobLine], now: Timestamp, look: view::Look) -> String {
         table.row(vec![
             job.name.to_string(),
             job.schedule_text.clone(),
-            job.zone.name.clone(),
+            job.zone.name.to_string(),
             next,
             last,
         ]);
@@ -182,7 +182,7 @@ pub fn to_json(lines: &[JobLine]) -> Value {
                 json!({
                     "job": &*job.name,
                     "schedule": job.schedule_text,
-                    "timezone": job.zone.name,
+                    "timezone": &*job.zone.name,
                     "enabled": job.enabled,
                     "paused": line.paused.is_some(),
                     "paused_reason": line.paused,

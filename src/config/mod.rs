@@ -72,10 +72,10 @@ impl DaemonConfig {
     }
 }
 
-/// An IANA time zone with the name it was given by.
+/// An IANA time zone with the name it was given by. Cheap to clone: jobs share it.
 #[derive(Clone, Debug)]
 pub struct Zone {
-    pub name: String,
+    pub name: Arc<str>,
     pub tz: TimeZone,
 }
 
@@ -83,7 +83,7 @@ impl Zone {
     /// The system's local zone (`TZ`, else `/etc/localtime`), UTC when it cannot be found.
     pub fn system() -> Zone {
         let tz = TimeZone::try_system().unwrap_or(TimeZone::UTC);
-        let name = tz.iana_name().unwrap_or("UTC").to_owned();
+        let name = tz.iana_name().unwrap_or("UTC").into();
         Zone { name, tz }
     }
 
@@ -91,7 +91,7 @@ impl Zone {
     pub fn named(name: &str) -> Result<Zone, String> {
         TimeZone::get(name)
             .map(|tz| Zone {
-                name: name.to_owned(),
+                name: name.into(),
                 tz,
             })
             .map_err(|_| {

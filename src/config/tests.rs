@@ -55,7 +55,7 @@ enabled = false
 "#,
     )
     .expect("valid");
-    assert_eq!(config.daemon.timezone.name, "Europe/Berlin");
+    assert_eq!(&*config.daemon.timezone.name, "Europe/Berlin");
     assert_eq!(config.daemon.shutdown_grace, Duration::from_secs(60));
     assert_eq!(config.daemon.log_format, LogFormat::Json);
     let names: Vec<&str> = config.jobs.iter().map(|j| &*j.name).collect();
@@ -66,7 +66,7 @@ enabled = false
         backup.command,
         CommandLine::Shell("/usr/local/bin/backup --full".into())
     );
-    assert_eq!(backup.zone.name, "America/New_York");
+    assert_eq!(&*backup.zone.name, "America/New_York");
     assert_eq!(backup.overlap, Overlap::Allow);
     assert_eq!(backup.timeout, Some(Duration::from_secs(7200)));
     assert_eq!(backup.kill_grace, Duration::from_secs(5), "from [defaults]");
@@ -98,7 +98,7 @@ enabled = false
         ])
     );
     assert_eq!(
-        report.zone.name, "Europe/Berlin",
+        &*report.zone.name, "Europe/Berlin",
         "the daemon's zone is the default"
     );
     assert!(!report.enabled);
@@ -306,5 +306,5 @@ fn zones_are_resolved_once_per_name() {
         ));
     }
     let config = check(&text).expect("valid");
-    assert!(config.jobs.iter().all(|j| j.zone.name == "Asia/Tokyo"));
+    assert!(config.jobs.iter().all(|j| &*j.zone.name == "Asia/Tokyo"));
 }

@@ -62,9 +62,8 @@ pub struct CronExpr {
     days: u32,
     /// Bits 1..=12.
     months: u16,
-    /// For each weekday of the 1st of a month (0 = Sunday), the days of that month (bits
-    /// 1..=31) whose weekday is in the day-of-week field.
-    weekday_days: [u32; 7],
+    /// Bits 0..=6, 0 = Sunday (7 folded into 0).
+    weekdays: u8,
     /// Either day field starts with `*`: a day must match both fields, not either.
     days_and: bool,
     /// The minute or hour field starts with `*`: the job follows elapsed time across DST
@@ -98,7 +97,7 @@ impl CronExpr {
             hours: bits(&HOUR, hour)? as u32,
             days: bits(&DAY_OF_MONTH, dom)? as u32,
             months: bits(&MONTH, month)? as u16,
-            weekday_days: std::array::from_fn(|first| days_with_weekdays(weekdays, first as u32)),
+            weekdays,
             days_and: dom.starts_with('*') || dow.starts_with('*'),
             wildcard: min.starts_with('*') || hour.starts_with('*'),
             has_seconds: fields.len() == 6,
@@ -203,7 +202,7 @@ impl CronExpr {
     /// The days (bits 1..=31) of a month that match the day fields; `first` is the day
     /// number of its 1st.
     fn days_of(&self, year: i32, month: u32, first: i64) -> u32 {
-        let by_weekday = self.weekday_days[calendar::weekday(first) as usize];
+        let by_weekday = days_with_weekdays(self.weekdays, calendar::weekday(first));
         let days = if self.days_and {
             self.days & by_weekday
         } else {
@@ -294,9 +293,12 @@ fn value(field: &Field, text: &str) -> Result<u32, String> {
 
 /// Days 1..=31 of a month starting on weekday `first` whose weekday is in `weekdays`.
 fn days_with_weekdays(weekdays: u8, first: u32) -> u32 {
-    (1..=31u32)
-        .filter(|d| weekdays & (1 << ((first + d - 1) % 7)) != 0)
-        .fold(0, |acc, d| acc | 1 << d)
+    // Rotate the week so that bit 0 is the weekday of the 1st, then repeat it every 7 days.
+    let week = u64::from(weekdays) * 0x81; // two copies, to rotate by shifting
+    let from_first = ((week >> first) & 0x7f) as u32;
+    let month =
+        from_first | from_first << 7 | from_first << 14 | from_first << 21 | from_first << 28;
+    month << 1 // bit d is day d
 }
 
 /// Bits 1..=n.

@@ -63,5 +63,9 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
             self.slots.push(slot);
         }
         self.config = Arc::new(new);
+        // Parsing a large file leaves megabytes of freed heap behind; an idle daemon
+        // should not keep them.
+        drop(old_config);
+        crate::memory::release_freed();
     }
 }
