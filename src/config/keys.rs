@@ -159,7 +159,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
 /// present, valid or not, so that a bad value is not also reported as missing.
 #[derive(Clone, Default)]
 struct JobKeys {
-    seen: Vec<String>,
+    seen: Vec<&'static str>,
     schedule: Option<(Schedule, String)>,
     at: Option<At>,
     command: Option<CommandLine>,
@@ -341,7 +341,8 @@ impl Checker<'_> {
                     continue;
                 }
             };
-            keys.seen.push(key.to_owned());
+            // Every key that reaches here is one of JOB_KEYS.
+            keys.seen.extend(JOB_KEYS.iter().find(|k| **k == key));
             if let Err(message) = result {
                 self.src
                     .error(entry.value.span(), section, Some(key), message);
@@ -426,8 +427,8 @@ impl Checker<'_> {
             );
             return None;
         };
-        let own = self.job_keys(&section, table);
-        let seen = |k: &JobKeys, key: &str| k.seen.iter().any(|s| s == key);
+        let mut own = self.job_keys(&section, table);
+        let seen = |k: &JobKeys, key: &str| k.seen.contains(&key);
         let has_schedule =
             seen(&own, "schedule") || (seen(defaults, "schedule") && !seen(&own, "at"));
         let has_at = seen(&own, "at");
@@ -451,7 +452,7 @@ impl Checker<'_> {
             .or_else(|| defaults.timezone.clone())
             .unwrap_or_else(|| default_zone.clone());
         let (timing, schedule_text) = if has_at {
-            let at = own.at.clone()?;
+            let at = own.at.take()?;
             let instant = match at {
                 At::Instant(t) => t,
                 At::Local(dt) => match dt.to_zoned_datetime(zone.tz.clone()) {
@@ -473,10 +474,10 @@ impl Checker<'_> {
                 .to_string();
             (Timing::At(instant), format!("at {shown}"))
         } else {
-            let (schedule, text) = own.schedule.clone().or_else(|| defaults.schedule.clone())?;
+            let (schedule, text) = own.schedule.take().or_else(|| defaults.schedule.clone())?;
             (Timing::Schedule(schedule), text)
         };
-        let command = own.command.clone().or_else(|| defaults.command.clone())?;
+        let command = own.command.take().or_else(|| defaults.command.clone())?;
         let mut env = defaults.env.clone();
         for (k, v) in &own.env {
             env.retain(|(name, _)| name != k);
@@ -513,7 +514,7 @@ impl Checker<'_> {
                 .or(defaults.kill_grace)
                 .unwrap_or(DEFAULT_KILL_GRACE),
             enabled: own.enabled.or(defaults.enabled).unwrap_or(true),
-            workdir: own.workdir.clone().or_else(|| defaults.workdir.clone()),
+            workdir: own.workdir.take().or_else(|| defaults.workdir.clone()),
             env,
             retries: own.retries.or(defaults.retries).unwrap_or(0),
             retry_backoff,

@@ -75,9 +75,16 @@ pub struct CronExpr {
 impl CronExpr {
     /// Parse 5 fields (`min hour dom month dow`) or 6 with leading seconds.
     pub fn parse(text: &str) -> Result<CronExpr, ScheduleError> {
-        let fields: Vec<&str> = text.split_whitespace().collect();
-        let (sec, rest) = match fields.len() {
-            5 => ("0", &fields[..]),
+        let mut fields = [""; 6];
+        let mut count = 0;
+        for field in text.split_whitespace() {
+            if count < fields.len() {
+                fields[count] = field;
+            }
+            count += 1;
+        }
+        let (sec, rest) = match count {
+            5 => ("0", &fields[..5]),
             6 => (fields[0], &fields[1..]),
             0 => return Err(ScheduleError::new("the schedule is empty")),
             n => {
@@ -100,7 +107,7 @@ impl CronExpr {
             weekdays,
             days_and: dom.starts_with('*') || dow.starts_with('*'),
             wildcard: min.starts_with('*') || hour.starts_with('*'),
-            has_seconds: fields.len() == 6,
+            has_seconds: count == 6,
         };
         expr.check_can_fire(dom, month)?;
         Ok(expr)
