@@ -281,3 +281,35 @@ fn a_newer_schema_is_refused() {
         out.stderr
     );
 }
+
+#[test]
+fn processes_creating_the_state_file_at_once_all_succeed() {
+    // SQLite answers "database is locked" at once, without waiting, to a switch to WAL
+    // while another process creates the same file; each of these must still succeed.
+    let env = TestEnv::new().job("a", "0 0 1 1 *", "true").write();
+    for round in 0..25 {
+        for file in ["schedctl.db", "schedctl.db-wal", "schedctl.db-shm"] {
+            let _ = std::fs::remove_file(env.path(file));
+        }
+        let children: Vec<_> = (0..6)
+            .map(|_| {
+                std::process::Command::new(crate::support::bin())
+                    .arg("--config")
+                    .arg(env.config())
+                    .args(["pause", "a"])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("spawn")
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().expect("wait");
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}

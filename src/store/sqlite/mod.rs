@@ -113,10 +113,7 @@ impl Sqlite {
     fn prepare(&mut self, shown: &str) -> std::result::Result<(), OpenError> {
         let explain = |e: rusqlite::Error| describe_open_error(shown, &e);
         self.conn.busy_timeout(BUSY_TIMEOUT).map_err(explain)?;
-        let mode: String = self
-            .conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(explain)?;
+        let mode = self.switch_to_wal().map_err(explain)?;
         if mode != "wal" && mode != "memory" {
             return Err(OpenError(format!(
                 "state file `{shown}`: cannot switch to WAL mode (got `{mode}`)"
@@ -126,6 +123,29 @@ impl Sqlite {
             .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
             .map_err(explain)?;
         self.migrate(shown)
+    }
+
+    /// `PRAGMA journal_mode = WAL`. While another process is creating the same new file,
+    /// SQLite answers SQLITE_BUSY at once instead of waiting (no busy handler for a journal
+    /// mode change), so retry briefly, up to the busy timeout.
+    fn switch_to_wal(&self) -> rusqlite::Result<String> {
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match self
+                .conn
+                .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            {
+                Err(e)
+                    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Apply missing migrations. Several processes may open a new file at once (a daemon and
