@@ -19,6 +19,10 @@ pub enum Control {
     Stop,
     /// Read the job file again; keep the running configuration if the new one is invalid.
     Reload,
+    /// The job file changed on disk (`[daemon] watch`): reload it.
+    FileChanged,
+    /// Answer at once: the loop is alive (`/healthz`).
+    Alive(oneshot::Sender<()>),
     /// Fire whatever is due now, then report the loop's state.
     Snapshot(oneshot::Sender<Snapshot>),
     /// Durable state changed from outside (a run-now, a pause): read it again.
@@ -56,6 +60,14 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
         match request {
             Control::Stop => {}
             Control::Reload => self.reload().await,
+            Control::FileChanged => {
+                tracing::info!(config = %self.config.path.display(), "the job file changed on disk; reloading");
+                self.reload().await;
+            }
+            Control::Alive(reply) => {
+                self.service.beat();
+                let _ = reply.send(());
+            }
             Control::Snapshot(reply) => {
                 if self.epoch.is_some() {
                     self.fire_due(self.clock.now()).await;
