@@ -19,7 +19,8 @@ use crate::signals;
 use crate::store::{Sqlite, Store};
 use crate::watcher;
 
-pub fn run(config_path: &Path) -> Result<u8, Error> {
+/// `listen` (the command line's `--listen`) wins over `[daemon] listen`.
+pub fn run(config_path: &Path, listen: Option<std::net::SocketAddr>) -> Result<u8, Error> {
     let config = super::load_config(config_path)?;
     let db = Sqlite::open(&config.daemon.state).map_err(|e| Error::usage(e.to_string()))?;
     let (sink, flusher) = logging::init(Style::detect(config.daemon.log_format));
@@ -58,7 +59,7 @@ pub fn run(config_path: &Path) -> Result<u8, Error> {
             .map_err(|e| tracing::warn!(dir = %daemon.state_dir().display(), "cannot open the control socket: {e}; run-now waits for the next lease renewal"))
             .ok();
         let service = Service::new(Notifier::from_env(), Metrics::new());
-        if let Some(addr) = daemon.listen {
+        if let Some(addr) = listen.or(daemon.listen) {
             let (listener, local) = http::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on `{addr}` (`[daemon] listen`)"))?;

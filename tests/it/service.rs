@@ -181,14 +181,13 @@ fn http_endpoints_report_health_readiness_and_metrics() {
 }
 
 #[test]
-fn a_standby_reports_itself_ready_as_standby() {
-    let env = TestEnv::new()
-        .daemon_key("listen", "\"127.0.0.1:0\"")
-        .job("tick", "0 0 1 1 *", "true")
-        .write();
+fn a_standby_with_its_own_listen_address_reports_itself_ready_as_standby() {
+    // Two instances on one job file, each with its own port given on the command line (as
+    // `schedctl@PORT.service` does); the file has no `listen`.
+    let env = TestEnv::new().job("tick", "0 0 1 1 *", "true").write();
     let mut leader = env.daemon();
     leader.wait_for(&["this instance is the leader now"]);
-    let mut standby = env.daemon();
+    let mut standby = env.daemon_with_args(&["--listen", "127.0.0.1:0"]);
     standby.wait_for(&["standing by"]);
     let addr = standby.http_addr();
     let (code, body) = get(&addr, "/readyz");

@@ -112,11 +112,16 @@ impl TestEnv {
 
     /// Start `schedctl daemon` on this directory's job file.
     pub fn daemon(&self) -> Daemon {
-        Daemon::start(self.dir(), &self.config(), &[])
+        Daemon::start(self.dir(), &self.config(), &[], &[])
     }
 
     pub fn daemon_with_env(&self, env: &[(&str, &str)]) -> Daemon {
-        Daemon::start(self.dir(), &self.config(), env)
+        Daemon::start(self.dir(), &self.config(), env, &[])
+    }
+
+    /// `schedctl daemon ARGS...`
+    pub fn daemon_with_args(&self, args: &[&str]) -> Daemon {
+        Daemon::start(self.dir(), &self.config(), &[], args)
     }
 }
 
@@ -145,11 +150,12 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    fn start(dir: &Path, config: &Path, env: &[(&str, &str)]) -> Daemon {
+    fn start(dir: &Path, config: &Path, env: &[(&str, &str)], args: &[&str]) -> Daemon {
         let mut child = Command::new(bin())
             .arg("--config")
             .arg(config)
             .arg("daemon")
+            .args(args)
             .current_dir(dir)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
