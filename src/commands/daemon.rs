@@ -85,9 +85,11 @@ pub fn run(config_path: &Path, listen: Option<std::net::SocketAddr>) -> Result<u
             leadership,
             service,
         };
-        Scheduler::new(parts, config)
-            .run(control)
+        // On a worker thread, not on this one (block_on's): the runtime's timers and IO
+        // are driven there, so waking the loop costs no extra thread hop.
+        tokio::spawn(Scheduler::new(parts, config).run(control))
             .await
+            .context("the scheduler panicked")?
             .context("the scheduler failed")
     });
     drop(runtime);

@@ -17,9 +17,11 @@ impl Notifier {
     /// From the environment: `NOTIFY_SOCKET`, and `WATCHDOG_USEC` (honoured only when
     /// `WATCHDOG_PID` is unset or names this process).
     pub fn from_env() -> Notifier {
+        let enabled = std::env::var_os("NOTIFY_SOCKET").is_some_and(|s| !s.is_empty());
         Notifier {
-            enabled: std::env::var_os("NOTIFY_SOCKET").is_some_and(|s| !s.is_empty()),
-            watchdog: sd_notify::watchdog_enabled().filter(|d| !d.is_zero()),
+            enabled,
+            // Pings nobody could hear would only cost wake-ups.
+            watchdog: sd_notify::watchdog_enabled().filter(|d| enabled && !d.is_zero()),
         }
     }
 
