@@ -128,7 +128,12 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
         }
         self.fire_due(self.clock.now()).await;
         if let Some((run_id, skipped)) = self.trigger_runs.remove(&id) {
-            let following = self.follow_trigger.remove(&id).flatten();
+            // Started before this request came (at a takeover): follow it from here.
+            let following = self.follow_trigger.remove(&id).flatten().or_else(|| {
+                follow
+                    .then(|| self.running.get(&run_id).map(|r| r.output.follow()))
+                    .flatten()
+            });
             return Ok(TriggerStarted {
                 run_id,
                 skipped,
