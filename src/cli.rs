@@ -27,7 +27,12 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the scheduler in the foreground (under systemd, or in a terminal).
-    Daemon,
+    Daemon {
+        /// Serve /healthz, /readyz and /metrics on ADDR (IP:PORT) instead of `[daemon] listen`
+        /// (for several instances on one host, e.g. the port as a template unit's instance).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+    },
     /// Check the job file and print every error in it.
     Validate {
         /// Also print each job's next N fire times.

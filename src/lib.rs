@@ -16,5 +16,7 @@ pub mod run;
 pub mod runner;
 pub mod schedule;
 pub mod scheduler;
+pub mod service;
 pub mod signals;
 pub mod store;
+pub mod watcher;

@@ -1,5 +1,6 @@
 //! `schedctl daemon`: load the job file, open the state, start logging and the runtime,
-//! contend for the lease and run the loop until SIGTERM/SIGINT.
+//! the HTTP endpoints and the job file watcher if configured, contend for the lease and run
+//! the loop until SIGTERM/SIGINT.
 
 use std::path::Path;
 
@@ -13,10 +14,13 @@ use crate::logging::{self, Style};
 use crate::procinfo;
 use crate::runner::{BaseEnv, Runner};
 use crate::scheduler::{Parts, Scheduler};
+use crate::service::{Metrics, Notifier, Service, http};
 use crate::signals;
 use crate::store::{Sqlite, Store};
+use crate::watcher;
 
-pub fn run(config_path: &Path) -> Result<u8, Error> {
+/// `listen` (the command line's `--listen`) wins over `[daemon] listen`.
+pub fn run(config_path: &Path, listen: Option<std::net::SocketAddr>) -> Result<u8, Error> {
     let config = super::load_config(config_path)?;
     let db = Sqlite::open(&config.daemon.state).map_err(|e| Error::usage(e.to_string()))?;
     let (sink, flusher) = logging::init(Style::detect(config.daemon.log_format));
@@ -51,19 +55,41 @@ pub fn run(config_path: &Path) -> Result<u8, Error> {
             daemon.state_dir(),
         );
         // Without the socket, run-now requests are still picked up, at the next lease renewal.
-        let _socket = control::listen(&daemon.state_dir(), me.pid, control_tx)
+        let _socket = control::listen(&daemon.state_dir(), me.pid, control_tx.clone())
             .map_err(|e| tracing::warn!(dir = %daemon.state_dir().display(), "cannot open the control socket: {e}; run-now waits for the next lease renewal"))
             .ok();
+        let service = Service::new(Notifier::from_env(), Metrics::new());
+        if let Some(addr) = listen.or(daemon.listen) {
+            let (listener, local) = http::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on `{addr}` (`[daemon] listen`)"))?;
+            let endpoints = http::Endpoints {
+                monitor: service.monitor(),
+                control: control_tx.clone(),
+                store: store.clone(),
+            };
+            http::serve(listener, endpoints);
+            tracing::info!(addr = %local, "serving /healthz, /readyz and /metrics");
+        }
+        if daemon.watch {
+            match watcher::watch(&config.path, control_tx.clone()) {
+                Ok(()) => tracing::info!(config = %config.path.display(), "reloading the job file when it changes"),
+                Err(err) => tracing::warn!(config = %config.path.display(), "cannot watch the job file: {err}; reload it with SIGHUP"),
+            }
+        }
         let parts = Parts {
             clock,
             executor,
             store,
             me,
             leadership,
+            service,
         };
-        Scheduler::new(parts, config)
-            .run(control)
+        // On a worker thread, not on this one (block_on's): the runtime's timers and IO
+        // are driven there, so waking the loop costs no extra thread hop.
+        tokio::spawn(Scheduler::new(parts, config).run(control))
             .await
+            .context("the scheduler panicked")?
             .context("the scheduler failed")
     });
     drop(runtime);

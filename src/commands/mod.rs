@@ -31,7 +31,7 @@ use crate::store::Backend;
 pub fn dispatch(cli: Cli) -> Result<u8, Error> {
     let path = &cli.config;
     match cli.command {
-        Command::Daemon => daemon::run(path),
+        Command::Daemon { listen } => daemon::run(path, listen),
         Command::Validate { next } => validate::run(path, next),
         Command::Next {
             expr,

@@ -23,9 +23,11 @@ const DAEMON_KEYS: &[&str] = &[
     "history_limit",
     "output_tail",
     "log_format",
+    "listen",
+    "watch",
 ];
 /// Keys of SPEC §2 that this version does not implement yet: named as such, not as typos.
-const DAEMON_KEYS_LATER: &[&str] = &["max_concurrent", "listen", "watch"];
+const DAEMON_KEYS_LATER: &[&str] = &["max_concurrent"];
 const JOB_KEYS: &[&str] = &[
     "schedule",
     "at",
@@ -229,6 +231,8 @@ impl Checker<'_> {
             history_limit: DEFAULT_HISTORY_LIMIT,
             output_tail: DEFAULT_OUTPUT_TAIL,
             log_format: LogFormat::Text,
+            listen: None,
+            watch: true,
         };
         let section = Section::Daemon;
         for entry in table.map(source::entries).unwrap_or_default() {
@@ -277,6 +281,10 @@ impl Checker<'_> {
                         other => Err(format!("`{other}` is not a log format (expected `text` or `json`)")),
                     })
                     .map(|f| daemon.log_format = f),
+                "listen" => source::string(value)
+                    .and_then(listen_address)
+                    .map(|a| daemon.listen = Some(a)),
+                "watch" => source::boolean(value).map(|b| daemon.watch = b),
                 _ => {
                     self.unknown_key(&entry, &section, DAEMON_KEYS, DAEMON_KEYS_LATER);
                     continue;
@@ -568,6 +576,32 @@ fn command(value: &DeValue<'_>) -> Result<CommandLine, String> {
             source::describe(other)
         )),
     }
+}
+
+/// `listen`: an IP address and port; host names are refused (no DNS lookup at startup).
+fn listen_address(text: &str) -> Result<std::net::SocketAddr, String> {
+    if text.is_empty() {
+        return Err(
+            "the address must not be empty; leave `listen` out to serve no HTTP".to_owned(),
+        );
+    }
+    text.parse().map_err(|_| {
+        let hint = match text.rsplit_once(':') {
+            Some((host, port))
+                if port.parse::<u16>().is_ok() && host.eq_ignore_ascii_case("localhost") =>
+            {
+                format!("write \"127.0.0.1:{port}\"")
+            }
+            Some((_, port)) if port.parse::<u16>().is_err() => {
+                "the port must be a number from 0 to 65535".to_owned()
+            }
+            None => format!("add a port, e.g. \"{text}:9187\""),
+            Some(_) => {
+                "write an IP address and port, e.g. \"127.0.0.1:9187\" or \"[::1]:9187\"".to_owned()
+            }
+        };
+        format!("`{text}` is not an address to listen on: {hint}")
+    })
 }
 
 fn catch_up(value: &DeValue<'_>) -> Result<CatchUp, String> {

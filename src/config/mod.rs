@@ -51,6 +51,10 @@ pub struct DaemonConfig {
     /// Bytes of output kept per run for `schedctl logs`.
     pub output_tail: usize,
     pub log_format: LogFormat,
+    /// Serve `/healthz`, `/readyz` and `/metrics` on this address (`listen`).
+    pub listen: Option<std::net::SocketAddr>,
+    /// Reload when the job file changes on disk (`watch`, default true).
+    pub watch: bool,
 }
 
 impl DaemonConfig {

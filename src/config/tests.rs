@@ -150,7 +150,7 @@ schedule = "@hourly"
         [
             "/etc/schedctl/jobs.toml:2:12: [daemon]: key `timezone`: unknown time zone `Mars/Olympus` (use an IANA name such as `Europe/Berlin` or `UTC`)",
             "/etc/schedctl/jobs.toml:3:18: [daemon]: key `shutdown_grace`: expected a duration string such as \"90s\" or \"1h 30m\", found integer `30`",
-            "/etc/schedctl/jobs.toml:4:1: [daemon]: key `colour`: unknown key (expected one of: state, timezone, lease_ttl, shutdown_grace, history_limit, output_tail, log_format)",
+            "/etc/schedctl/jobs.toml:4:1: [daemon]: key `colour`: unknown key (expected one of: state, timezone, lease_ttl, shutdown_grace, history_limit, output_tail, log_format, listen, watch)",
             "/etc/schedctl/jobs.toml:7:12: job `backup`: key `schedule`: minute field `61`: value out of range 0-59",
             "/etc/schedctl/jobs.toml:8:11: job `backup`: key `command`: the command must not be empty",
             "/etc/schedctl/jobs.toml:9:1: job `backup`: key `timout`: unknown key (did you mean `timeout`?)",
@@ -307,4 +307,56 @@ fn zones_are_resolved_once_per_name() {
     }
     let config = check(&text).expect("valid");
     assert!(config.jobs.iter().all(|j| &*j.zone.name == "Asia/Tokyo"));
+}
+
+#[test]
+fn listen_and_watch_are_read_and_checked() {
+    let config = check("[daemon]\nlisten = \"127.0.0.1:9187\"\nwatch = false\n").expect("valid");
+    assert_eq!(
+        config.daemon.listen,
+        Some("127.0.0.1:9187".parse().expect("addr"))
+    );
+    assert!(!config.daemon.watch);
+    let config = check("[daemon]\nlisten = \"[::1]:0\"\n").expect("valid");
+    assert_eq!(config.daemon.listen, Some("[::1]:0".parse().expect("addr")));
+    assert!(config.daemon.watch, "watching is on by default");
+    assert_eq!(check("").expect("valid").daemon.listen, None);
+    let cases: &[(&str, &str)] = &[
+        (
+            "listen = \"localhost:9187\"",
+            "2:10: [daemon]: key `listen`: `localhost:9187` is not an address to listen on: write \"127.0.0.1:9187\"",
+        ),
+        (
+            "listen = \"127.0.0.1\"",
+            "2:10: [daemon]: key `listen`: `127.0.0.1` is not an address to listen on: add a port, e.g. \"127.0.0.1:9187\"",
+        ),
+        (
+            "listen = \"127.0.0.1:http\"",
+            "2:10: [daemon]: key `listen`: `127.0.0.1:http` is not an address to listen on: the port must be a number from 0 to 65535",
+        ),
+        (
+            "listen = \"metrics.example:9187\"",
+            "2:10: [daemon]: key `listen`: `metrics.example:9187` is not an address to listen on: write an IP address and port, e.g. \"127.0.0.1:9187\" or \"[::1]:9187\"",
+        ),
+        (
+            "listen = \"\"",
+            "2:10: [daemon]: key `listen`: the address must not be empty; leave `listen` out to serve no HTTP",
+        ),
+        (
+            "listen = 9187",
+            "2:10: [daemon]: key `listen`: expected a string, found integer `9187`",
+        ),
+        (
+            "watch = \"no\"",
+            "2:9: [daemon]: key `watch`: expected `true` or `false`, found string `no`",
+        ),
+    ];
+    for (line, expected) in cases {
+        let lines = errors(&format!("[daemon]\n{line}\n"));
+        assert_eq!(
+            lines,
+            [format!("/etc/schedctl/jobs.toml:{expected}")],
+            "{line}"
+        );
+    }
 }

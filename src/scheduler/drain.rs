@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::{Control, RunEvent, Scheduler};
+use super::{Control, RunEvent, Scheduler, watchdog_tick};
 use crate::clock::Clock;
 use crate::run::StopCause;
 use crate::runner::Executor;
@@ -35,6 +35,7 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
         &mut self,
         mut control: mpsc::Receiver<Control>,
         mut events: mpsc::UnboundedReceiver<RunEvent>,
+        watchdog: &mut Option<tokio::time::Interval>,
     ) {
         let grace = self.config.daemon.shutdown_grace;
         if !self.running.is_empty() {
@@ -47,7 +48,10 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
         let grace_end = tokio::time::Instant::now() + grace;
         let mut stopping = false;
         while !self.running.is_empty() {
+            self.service.beat();
             tokio::select! {
+                biased;
+                () = watchdog_tick(watchdog) => self.service.watchdog_ping(),
                 Some(event) = events.recv() => self.on_event(event),
                 () = tokio::time::sleep_until(grace_end), if !stopping => stopping = true,
                 Some(request) = control.recv() => match request {
@@ -55,7 +59,9 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
                         tracing::info!("second stop request: stopping running runs now");
                         stopping = true;
                     }
-                    Control::Reload => tracing::info!("not reloading: the daemon is stopping"),
+                    Control::Reload | Control::FileChanged => {
+                        tracing::info!("not reloading: the daemon is stopping");
+                    }
                     other => self.answer(other).await,
                 },
             }

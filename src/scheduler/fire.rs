@@ -14,6 +14,9 @@ use crate::run::{RunId, Trigger};
 use crate::runner::{Executor, RunOutput, RunSpec};
 use crate::store::{NewRun, Recorded, StoreError};
 
+/// The skip reason of a paused job's instants.
+const PAUSED: &str = "paused";
+
 /// A run the loop decided to start (or to record as skipped).
 pub(super) struct Planned {
     pub index: usize,
@@ -102,7 +105,7 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
         let job = &self.config.jobs[plan.index];
         let slot = &mut self.slots[plan.index];
         if slot.paused && plan.trigger != Trigger::Manual {
-            return Some("paused".to_owned());
+            return Some(PAUSED.to_owned());
         }
         if slot.busy() && job.overlap == Overlap::Skip {
             return Some("the previous run is still running (overlap = \"skip\")".to_owned());
@@ -179,13 +182,17 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
             }
             match &record.skipped {
                 None => self.start(job, run_id, plan, epoch),
-                Some(reason) => tracing::warn!(
-                    job = &*job.name,
-                    run_id = run_id.0,
-                    scheduled_for = %record.scheduled_for,
-                    trigger = record.trigger.as_str(),
-                    "run skipped: {reason}"
-                ),
+                Some(reason) => {
+                    let label = if reason == PAUSED { PAUSED } else { "overlap" };
+                    self.service.metrics.run_skipped(&job.name, label);
+                    tracing::warn!(
+                        job = &*job.name,
+                        run_id = run_id.0,
+                        scheduled_for = %record.scheduled_for,
+                        trigger = record.trigger.as_str(),
+                        "run skipped: {reason}"
+                    );
+                }
             }
         }
     }
@@ -224,6 +231,7 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
             epoch,
             history_limit: self.config.daemon.history_limit,
             events: self.events_tx.clone(),
+            metrics: self.service.metrics.clone(),
         };
         tokio::spawn(runs::drive(ctx, spec, stop_tx, stop_rx));
     }

@@ -23,6 +23,7 @@ use crate::leadership::{Leadership, Role};
 use crate::procinfo;
 use crate::run::{RunId, StopCause};
 use crate::runner::{Executor, RunOutput};
+use crate::service::Service;
 use crate::store::{Instance, Store, TriggerRow};
 
 pub use requests::{Control, Following, TriggerStarted};
@@ -75,6 +76,8 @@ pub struct Parts<C, E> {
     pub store: Store,
     pub me: Instance,
     pub leadership: Leadership,
+    /// Readiness, status and watchdog pings for systemd; state and metrics for HTTP.
+    pub service: Service,
 }
 
 pub struct Scheduler<C: Clock, E: Executor> {
@@ -84,6 +87,7 @@ pub struct Scheduler<C: Clock, E: Executor> {
     store: Store,
     me: Arc<Instance>,
     leadership: Option<Leadership>,
+    service: Service,
     /// Some while this instance leads.
     epoch: Option<i64>,
     /// Where `@every` intervals count from: the first start of any daemon on this state.
@@ -118,6 +122,7 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
             store: parts.store,
             me: Arc::new(parts.me),
             leadership: Some(parts.leadership),
+            service: parts.service,
             epoch: None,
             rebooted: false,
             slots: Vec::new(),
@@ -136,6 +141,7 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
     /// Run until told to stop, then hand over the lease and drain: the daemon's life.
     pub async fn run(mut self, mut control: mpsc::Receiver<Control>) -> std::io::Result<()> {
         let mut timer = self.clock.timer()?;
+        let mut watchdog = self.service.watchdog();
         let (events_tx, mut events_rx) = mpsc::unbounded_channel();
         self.events_tx = events_tx;
         let leadership = self.leadership.as_mut().expect("leadership");
@@ -157,13 +163,19 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
             instance = %self.me.id,
             "scheduler started"
         );
+        self.service
+            .ready(self.config.jobs.len(), &self.config.path);
         loop {
+            self.service.beat();
             if self.epoch.is_some() {
                 self.fire_due(self.clock.now()).await;
             }
             let deadline = self.next_deadline();
             tokio::select! {
                 biased;
+                // First, so that a flood of other events cannot starve it; the ping comes
+                // from this loop so that a wedged loop gets restarted.
+                () = watchdog_tick(&mut watchdog) => self.service.watchdog_ping(),
                 Some(event) = events_rx.recv() => self.on_event(event),
                 Ok(()) = role.changed() => {
                     let now_role = *role.borrow_and_update();
@@ -177,8 +189,9 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
                 () = sleep(&mut timer, deadline) => {}
             }
         }
+        self.service.stopping();
         self.hand_over().await;
-        self.drain(control, events_rx).await;
+        self.drain(control, events_rx, &mut watchdog).await;
         Ok(())
     }
 
@@ -219,11 +232,13 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
             Role::Standby if self.epoch.is_some() => self.stand_by(),
             _ => {}
         }
+        self.service.role(self.epoch);
     }
 
     /// Stop scheduling (the lease is gone); runs already started go on and are recorded.
     fn stand_by(&mut self) {
         self.epoch = None;
+        self.service.role(None);
         self.timeline.clear();
         self.triggers.clear();
         self.trigger_rows.clear();
@@ -271,6 +286,16 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
             .jobs
             .binary_search_by(|j| (*j.name).cmp(name))
             .ok()
+    }
+}
+
+/// The next watchdog tick; never without a watchdog.
+pub(super) async fn watchdog_tick(watchdog: &mut Option<tokio::time::Interval>) {
+    match watchdog {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

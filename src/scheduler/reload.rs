@@ -1,31 +1,43 @@
-//! Reloading the job file (SIGHUP): an invalid file changes nothing; a valid one applies
-//! without touching running runs, and keeps each unchanged job's next instant.
+//! Reloading the job file (SIGHUP, or a change on disk): an invalid file changes nothing
+//! but is reported (log, `/readyz`, metrics, systemd status); a valid one applies without
+//! touching running runs, and keeps each unchanged job's next instant.
 
 use std::sync::Arc;
 
 use super::{Scheduler, Slot, timeline};
 use crate::clock::Clock;
-use crate::config::{self, Config};
+use crate::config::{self, Config, DaemonConfig};
 use crate::runner::Executor;
 
 impl<C: Clock, E: Executor> Scheduler<C, E> {
     /// Re-read the job file. An invalid file changes nothing.
     pub(super) async fn reload(&mut self) {
+        self.service.reloading();
         let path = self.config.path.clone();
+        let now = self.clock.now();
+        // The outcome is published before it is logged: whoever reads the line finds it
+        // in `/readyz` and `/metrics` too.
         match config::load(&path) {
             Ok(new) => {
+                warn_restart_only(&self.config.daemon, &new.daemon);
                 self.apply(new);
                 // Pause flags of jobs new to this configuration.
                 self.refresh().await;
+                self.service.reloaded(Ok(self.config.jobs.len()), now);
                 tracing::info!(jobs = self.config.jobs.len(), config = %path.display(), "configuration reloaded");
             }
             Err(config::LoadError::Invalid(errors)) => {
-                for line in errors.to_string().lines() {
+                let text = errors.to_string();
+                let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+                for line in &lines {
                     tracing::error!("{line}");
                 }
+                lines.pop(); // the summary line
+                self.service.reloaded(Err(lines), now);
                 tracing::error!(config = %path.display(), "reload failed; the previous configuration stays in effect");
             }
             Err(err) => {
+                self.service.reloaded(Err(vec![err.to_string()]), now);
                 tracing::error!(config = %path.display(), "reload failed: {err}; the previous configuration stays in effect");
             }
         }
@@ -67,5 +79,21 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
         // should not keep them.
         drop(old_config);
         crate::memory::release_freed();
+    }
+}
+
+/// `[daemon]` keys that are read once at startup: say so when a reload changes them.
+fn warn_restart_only(old: &DaemonConfig, new: &DaemonConfig) {
+    let changed = [
+        ("state", old.state != new.state),
+        ("lease_ttl", old.lease_ttl != new.lease_ttl),
+        ("listen", old.listen != new.listen),
+        ("watch", old.watch != new.watch),
+        ("log_format", old.log_format != new.log_format),
+    ];
+    for (key, _) in changed.iter().filter(|(_, changed)| *changed) {
+        tracing::warn!(
+            "`[daemon] {key}` changed; it takes effect when the daemon restarts (`systemctl restart schedctl`)"
+        );
     }
 }

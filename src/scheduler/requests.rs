@@ -19,6 +19,10 @@ pub enum Control {
     Stop,
     /// Read the job file again; keep the running configuration if the new one is invalid.
     Reload,
+    /// The job file changed on disk (`[daemon] watch`): reload it.
+    FileChanged,
+    /// Answer at once: the loop is alive (`/healthz`).
+    Alive(oneshot::Sender<()>),
     /// Fire whatever is due now, then report the loop's state.
     Snapshot(oneshot::Sender<Snapshot>),
     /// Durable state changed from outside (a run-now, a pause): read it again.
@@ -56,6 +60,14 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
         match request {
             Control::Stop => {}
             Control::Reload => self.reload().await,
+            Control::FileChanged => {
+                tracing::info!(config = %self.config.path.display(), "the job file changed on disk; reloading");
+                self.reload().await;
+            }
+            Control::Alive(reply) => {
+                self.service.beat();
+                let _ = reply.send(());
+            }
             Control::Snapshot(reply) => {
                 if self.epoch.is_some() {
                     self.fire_due(self.clock.now()).await;
@@ -116,7 +128,12 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
         }
         self.fire_due(self.clock.now()).await;
         if let Some((run_id, skipped)) = self.trigger_runs.remove(&id) {
-            let following = self.follow_trigger.remove(&id).flatten();
+            // Started before this request came (at a takeover): follow it from here.
+            let following = self.follow_trigger.remove(&id).flatten().or_else(|| {
+                follow
+                    .then(|| self.running.get(&run_id).map(|r| r.output.follow()))
+                    .flatten()
+            });
             return Ok(TriggerStarted {
                 run_id,
                 skipped,

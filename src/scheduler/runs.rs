@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, watch};
 use crate::clock::Clock;
 use crate::run::{RunId, RunOutcome, StopCause, Trigger};
 use crate::runner::{Ended, Executor, FollowEvent, RunHandle, RunSpec, StopRequest};
+use crate::service::Metrics;
 use crate::store::{Finish, Finished, Instance, NewTrigger, Store, StoreError, TriggerRow};
 
 /// What a run task tells the loop.
@@ -32,6 +33,7 @@ pub(super) struct RunContext<C, E> {
     pub epoch: i64,
     pub history_limit: u32,
     pub events: mpsc::UnboundedSender<RunEvent>,
+    pub metrics: Metrics,
 }
 
 pub(super) async fn drive<C: Clock, E: Executor>(
@@ -55,6 +57,10 @@ pub(super) async fn drive<C: Clock, E: Executor>(
         Ok(handle) => {
             // The executor logged "run started" (before the run's first output line).
             let (pid, pid_start) = (handle.pid(), handle.pid_start());
+            let lag = (spec.trigger == Trigger::Schedule)
+                .then(|| Duration::try_from(started_at.duration_since(spec.scheduled_for)).ok())
+                .flatten();
+            ctx.metrics.run_started(lag);
             let (me, epoch) = (Arc::clone(&ctx.me), ctx.epoch);
             match ctx
                 .store
@@ -97,6 +103,13 @@ pub(super) async fn drive<C: Clock, E: Executor>(
     };
     let ended_at = ended.ended_at;
     let finished = record_finish(&ctx, finish, retry.clone()).await;
+    let ran =
+        pid.map(|_| Duration::try_from(ended_at.duration_since(started_at)).unwrap_or_default());
+    ctx.metrics.run_finished(&job.name, outcome.state(), ran);
+    if outcome.is_success() {
+        ctx.metrics
+            .run_succeeded(&job.name, ended_at.as_millisecond() as f64 / 1000.0);
+    }
     // Logged once recorded: whoever reads this line finds the run in the history.
     log_finished(
         &spec,

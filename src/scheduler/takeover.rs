@@ -184,12 +184,18 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
             return Vec::new();
         }
         let me = Arc::clone(&self.me);
+        let jobs: Vec<String> = abandon.iter().map(|a| a.job.clone()).collect();
         match self
             .store
             .call(move |db| db.abandon_runs(&me, epoch, &abandon, now))
             .await
         {
-            Ok(retries) => retries,
+            Ok(retries) => {
+                for job in &jobs {
+                    self.service.metrics.run_abandoned(job);
+                }
+                retries
+            }
             Err(err) => {
                 tracing::error!("cannot record abandoned runs: {err}");
                 Vec::new()

@@ -188,3 +188,30 @@ fn next_explains_reboot() {
         out.stderr
     );
 }
+
+#[test]
+fn the_example_job_file_is_valid_and_shows_the_service_keys() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/jobs.example.toml");
+    let out = std::process::Command::new(crate::support::bin())
+        .args(["--config", example, "validate"])
+        .output()
+        .expect("run schedctl");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = std::fs::read_to_string(example).expect("read the example");
+    for key in ["listen = ", "watch = "] {
+        assert!(text.lines().any(|l| l.starts_with(key)), "no `{key}`");
+    }
+}
+
+#[test]
+fn daemon_listen_must_be_an_address() {
+    let env = TestEnv::new().job("j", "@daily", "true").write();
+    let out = env.run(&["daemon", "--listen", "localhost:9187"]);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("invalid value 'localhost:9187' for '--listen <ADDR>'"),
+        "{}",
+        out.stderr
+    );
+}

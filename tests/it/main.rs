@@ -10,4 +10,6 @@ mod operator;
 mod output;
 mod processes;
 mod recovery;
+mod reload;
 mod scheduling;
+mod service;

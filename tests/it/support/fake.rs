@@ -24,6 +24,7 @@ use schedctl::run::{RunOutcome, Termination};
 use schedctl::runner::{Ended, Executor, RunHandle, RunSpec, StopRequest};
 use schedctl::scheduler::Control;
 use schedctl::scheduler::{Parts, Scheduler, Snapshot};
+use schedctl::service::Service;
 use schedctl::store::{Backend, Instance, RunRecord, Sqlite, Store};
 use tokio::sync::{mpsc, oneshot};
 
@@ -190,6 +191,7 @@ impl Harness {
             store,
             me,
             leadership,
+            service: Service::detached(),
         };
         let task = tokio::spawn(Scheduler::new(parts, config).run(control_rx));
         let mut harness = Harness {

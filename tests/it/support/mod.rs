@@ -112,11 +112,16 @@ impl TestEnv {
 
     /// Start `schedctl daemon` on this directory's job file.
     pub fn daemon(&self) -> Daemon {
-        Daemon::start(self.dir(), &self.config(), &[])
+        Daemon::start(self.dir(), &self.config(), &[], &[])
     }
 
     pub fn daemon_with_env(&self, env: &[(&str, &str)]) -> Daemon {
-        Daemon::start(self.dir(), &self.config(), env)
+        Daemon::start(self.dir(), &self.config(), env, &[])
+    }
+
+    /// `schedctl daemon ARGS...`
+    pub fn daemon_with_args(&self, args: &[&str]) -> Daemon {
+        Daemon::start(self.dir(), &self.config(), &[], args)
     }
 }
 
@@ -145,11 +150,12 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    fn start(dir: &Path, config: &Path, env: &[(&str, &str)]) -> Daemon {
+    fn start(dir: &Path, config: &Path, env: &[(&str, &str)], args: &[&str]) -> Daemon {
         let mut child = Command::new(bin())
             .arg("--config")
             .arg(config)
             .arg("daemon")
+            .args(args)
             .current_dir(dir)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -321,4 +327,52 @@ pub fn process_alive(pid: i32) -> bool {
             .unwrap_or(false),
         Err(_) => false,
     }
+}
+
+/// `GET path` (or another method) on `addr` over HTTP/1.1 with `Connection: close`: the
+/// status code and the body.
+pub fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the daemon's HTTP");
+    stream
+        .set_read_timeout(Some(PATIENCE))
+        .expect("read timeout");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send the request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("read the response");
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status code in {head:?}"));
+    (code, body.to_owned())
+}
+
+pub fn get(addr: &str, path: &str) -> (u16, String) {
+    http(addr, "GET", path)
+}
+
+impl Daemon {
+    /// The address of the daemon's HTTP endpoints, from its log.
+    pub fn http_addr(&self) -> String {
+        let line = self.wait_for(&["serving /healthz, /readyz and /metrics"]);
+        line.split_once("addr=")
+            .map(|(_, a)| a.split(' ').next().unwrap_or(a).to_owned())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+    }
+}
+
+/// The value of the sample `name` (with its labels, as written) in a /metrics text.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
