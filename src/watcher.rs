@@ -1,8 +1,10 @@
 //! Reload when the job file changes on disk (`[daemon] watch`, on by default). inotify
 //! watches the file's directory, not the file, so that editors that save by writing a new
 //! file and renaming it over the old one (vim, `sed -i`) are seen; events are filtered by
-//! the file's name and a burst of them becomes one reload request. Between changes
-//! nothing runs: no polling.
+//! the file's name and a burst of them becomes one reload request. A job file that is a
+//! symlink (a Kubernetes ConfigMap: `jobs.toml -> ..data/jobs.toml`, updated by swapping
+//! `..data`) also counts as changed when another name in the directory changes and the
+//! file now resolves elsewhere. Between changes nothing runs: no polling.
 
 use std::ffi::OsString;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -47,9 +49,11 @@ pub fn watch(path: &Path, control: mpsc::Sender<Control>) -> std::io::Result<()>
     inotify.add_watch(dir, mask)?;
     let fd = readable_fd(InotifyFd(inotify))?;
     let dir = dir.display().to_string();
+    let path = path.to_owned();
     tokio::spawn(async move {
+        let mut target = std::fs::canonicalize(&path).ok();
         loop {
-            match next_change(&fd, &name).await {
+            match next_change(&fd, &name, &path, &mut target).await {
                 Ok(true) => {}
                 Ok(false) => {
                     tracing::warn!(
@@ -86,10 +90,13 @@ pub fn watch(path: &Path, control: mpsc::Sender<Control>) -> std::io::Result<()>
     Ok(())
 }
 
-/// Wait for an event about `name`: Ok(true); Ok(false) when the watch ended.
+/// Wait for an event about `name`, or one after which `path` resolves to another file than
+/// `target` (a swapped symlink): Ok(true); Ok(false) when the watch ended.
 async fn next_change(
     fd: &tokio::io::unix::AsyncFd<InotifyFd>,
     name: &OsString,
+    path: &Path,
+    target: &mut Option<std::path::PathBuf>,
 ) -> std::io::Result<bool> {
     loop {
         let mut guard = fd.readable().await?;
@@ -102,6 +109,12 @@ async fn next_change(
                     return Ok(false);
                 }
                 if events.iter().any(|e| e.name.as_ref() == Some(name)) {
+                    *target = std::fs::canonicalize(path).ok();
+                    return Ok(true);
+                }
+                let now = std::fs::canonicalize(path).ok();
+                if !events.is_empty() && now != *target {
+                    *target = now;
                     return Ok(true);
                 }
             }

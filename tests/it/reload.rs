@@ -194,3 +194,28 @@ fn watch_false_leaves_reloads_to_sighup() {
     assert_eq!(daemon.count(&["the job file changed on disk"]), 0);
     assert_eq!(daemon.count(&["configuration reloaded"]), 1);
 }
+
+#[test]
+fn a_job_file_mounted_from_a_config_map_is_reloaded_when_the_map_changes() {
+    // Kubernetes: jobs.toml -> ..data/jobs.toml, ..data -> ..v1; an update writes ..v2 and
+    // renames a new ..data symlink over the old one. No event names jobs.toml.
+    let env = TestEnv::new();
+    let version = |v: &str, text: &str| {
+        let dir = env.path(&format!("..{v}"));
+        std::fs::create_dir(&dir).expect("dir");
+        std::fs::write(dir.join("jobs.toml"), text).expect("write");
+    };
+    version("v1", KEEP);
+    std::os::unix::fs::symlink("..v1", env.path("..data")).expect("link");
+    let _ = std::fs::remove_file(env.config());
+    std::os::unix::fs::symlink("..data/jobs.toml", env.config()).expect("link");
+    let mut daemon = env.daemon();
+    daemon.wait_for(&["reloading the job file when it changes"]);
+    let from = mark(&daemon);
+    version("v2", &format!("{KEEP}{}", every_second("mapped")));
+    std::os::unix::fs::symlink("..v2", env.path("..data_tmp")).expect("link");
+    std::fs::rename(env.path("..data_tmp"), env.path("..data")).expect("swap");
+    wait_reload(&daemon, from, "configuration reloaded jobs=2");
+    daemon.wait_for(&["job=mapped", "stream=stdout: mapped ran"]);
+    assert_eq!(daemon.stop(), Some(0));
+}
