@@ -70,8 +70,13 @@ fn three_daemons_fire_each_instant_exactly_once() {
         assert_eq!(d.count(&["run started"]), 0, "standbys fire nothing");
     }
     assert_eq!(a.stop(), Some(0));
-    // The lease is handed over on stop: one of the standbys carries on.
-    let next = if b.count(&["this instance is the leader now"]) > 0 {
+    // The lease is handed over on stop: one of the standbys carries on. `b` learns which:
+    // it leads, or it sees the new leader (epoch 2) once `a` has exited.
+    let seen = b.wait_for_line(|l| {
+        l.contains("this instance is the leader now")
+            || (l.contains("standing by: another instance leads") && l.contains("epoch=2"))
+    });
+    let next = if seen.contains("this instance is the leader now") {
         &b
     } else {
         &c
