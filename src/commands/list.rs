@@ -73,7 +73,7 @@ pub fn gather(config: &Config, now: Timestamp) -> Result<Vec<JobLine>, Error> {
                     .unwrap_or_else(|| "paused".to_owned())
             });
             let after = state.and_then(|s| s.last_fired).map_or(now, |l| l.max(now));
-            let next = (job.enabled && paused.is_none())
+            let next = (job.settings.enabled && paused.is_none())
                 .then(|| timeline::next_fire(job, after, anchor.unwrap_or(now)))
                 .flatten();
             JobLine {
@@ -114,7 +114,7 @@ pub fn render(lines: &[JobLine], now: Timestamp, look: view::Look) -> String {
     let mut table = Table::new(&["JOB", "SCHEDULE", "ZONE", "NEXT", "LAST"], 4);
     for line in lines {
         let job = &line.job;
-        let next = match (job.enabled, &line.paused, line.next) {
+        let next = match (job.settings.enabled, &line.paused, line.next) {
             (false, _, _) => "disabled".to_owned(),
             (_, Some(_), _) => "paused".to_owned(),
             (_, None, None) => "-".to_owned(),
@@ -183,7 +183,7 @@ pub fn to_json(lines: &[JobLine]) -> Value {
                     "job": &*job.name,
                     "schedule": job.schedule_text,
                     "timezone": &*job.zone.name,
-                    "enabled": job.enabled,
+                    "enabled": job.settings.enabled,
                     "paused": line.paused.is_some(),
                     "paused_reason": line.paused,
                     "next": line.next.map(|t| view::rfc3339_in(t, &job.zone.tz)),

@@ -22,7 +22,11 @@ pub fn run(config_path: &Path, next: Option<usize>) -> Result<u8, Error> {
     };
     let now = SystemClock.now();
     for job in &config.jobs {
-        let disabled = if job.enabled { "" } else { " (disabled)" };
+        let disabled = if job.settings.enabled {
+            ""
+        } else {
+            " (disabled)"
+        };
         println!(
             "{}  {}  {}{disabled}",
             job.name, job.schedule_text, job.zone.name

@@ -120,11 +120,19 @@ pub struct Job {
     pub schedule_text: String,
     pub command: CommandLine,
     pub zone: Zone,
+    /// How it runs: shared by every job with the same settings (all the jobs that take
+    /// theirs from `[defaults]` share one).
+    pub settings: Arc<Settings>,
+}
+
+/// Everything about a job but its name, timing, command and zone.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Settings {
+    pub enabled: bool,
     pub overlap: Overlap,
     pub timeout: Option<Duration>,
     /// After SIGTERM, how long before SIGKILL.
     pub kill_grace: Duration,
-    pub enabled: bool,
     pub workdir: Option<PathBuf>,
     /// Extra environment, in file order.
     pub env: Vec<(String, String)>,
@@ -141,7 +149,7 @@ pub struct Job {
     pub max_failures: Option<u32>,
 }
 
-impl Job {
+impl Settings {
     /// The wait before attempt `next_attempt` (2 = the first retry).
     pub fn backoff(&self, next_attempt: u32) -> Duration {
         let doublings = next_attempt.saturating_sub(2).min(32);
@@ -161,7 +169,7 @@ pub enum Timing {
 }
 
 /// Missed instants after downtime or a failover gap.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CatchUp {
     /// Run the most recent missed instant once (the default).
     Latest,
@@ -193,7 +201,7 @@ impl std::fmt::Display for CommandLine {
 }
 
 /// What to do when a job is due while its previous run still runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Overlap {
     /// Record a skipped run (the default).
     Skip,

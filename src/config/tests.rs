@@ -67,14 +67,19 @@ enabled = false
         CommandLine::Shell("/usr/local/bin/backup --full".into())
     );
     assert_eq!(&*backup.zone.name, "America/New_York");
-    assert_eq!(backup.overlap, Overlap::Allow);
-    assert_eq!(backup.timeout, Some(Duration::from_secs(7200)));
-    assert_eq!(backup.kill_grace, Duration::from_secs(5), "from [defaults]");
+    assert_eq!(backup.settings.overlap, Overlap::Allow);
+    assert_eq!(backup.settings.timeout, Some(Duration::from_secs(7200)));
     assert_eq!(
-        backup.workdir.as_deref(),
+        backup.settings.kill_grace,
+        Duration::from_secs(5),
+        "from [defaults]"
+    );
+    assert_eq!(
+        backup.settings.workdir.as_deref(),
         Some(Path::new("/etc/schedctl/data"))
     );
     let env: Vec<(&str, &str)> = backup
+        .settings
         .env
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -101,19 +106,19 @@ enabled = false
         &*report.zone.name, "Europe/Berlin",
         "the daemon's zone is the default"
     );
-    assert!(!report.enabled);
-    assert_eq!(report.overlap, Overlap::Skip);
-    assert_eq!(report.timeout, None);
-    assert_eq!(report.kill_grace, Duration::from_secs(5));
+    assert!(!report.settings.enabled);
+    assert_eq!(report.settings.overlap, Overlap::Skip);
+    assert_eq!(report.settings.timeout, None);
+    assert_eq!(report.settings.kill_grace, Duration::from_secs(5));
 }
 
 #[test]
 fn builtin_defaults() {
     let config = check("[jobs.a]\nschedule = \"* * * * *\"\ncommand = \"true\"\n").expect("valid");
     let a = &config.jobs[0];
-    assert_eq!(a.kill_grace, DEFAULT_KILL_GRACE);
-    assert_eq!(a.overlap, Overlap::Skip);
-    assert!(a.enabled);
+    assert_eq!(a.settings.kill_grace, DEFAULT_KILL_GRACE);
+    assert_eq!(a.settings.overlap, Overlap::Skip);
+    assert!(a.settings.enabled);
     assert_eq!(config.daemon.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
     assert_eq!(config.daemon.log_format, LogFormat::Text);
 }
@@ -359,4 +364,19 @@ fn listen_and_watch_are_read_and_checked() {
             "{line}"
         );
     }
+}
+
+#[test]
+fn jobs_with_the_same_settings_share_one_copy() {
+    let config = check(
+        "[defaults]\nkill_grace = \"5s\"\ncommand = \"true\"\nschedule = \"@daily\"\n\
+         [jobs.a]\n[jobs.b]\n[jobs.c]\ntimeout = \"1m\"\n",
+    )
+    .expect("valid");
+    let settings: Vec<&std::sync::Arc<Settings>> =
+        config.jobs.iter().map(|j| &j.settings).collect();
+    assert!(std::sync::Arc::ptr_eq(settings[0], settings[1]));
+    assert!(!std::sync::Arc::ptr_eq(settings[0], settings[2]));
+    assert_eq!(settings[2].timeout, Some(Duration::from_secs(60)));
+    assert_eq!(settings[0].kill_grace, Duration::from_secs(5));
 }

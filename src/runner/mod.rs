@@ -131,7 +131,7 @@ impl<C: Clock> Runner<C> {
             env.retain(|(k, _)| k != key);
             env.push((key.to_owned(), value));
         };
-        for (k, v) in &spec.job.env {
+        for (k, v) in &spec.job.settings.env {
             set(k, v.clone());
         }
         set("SCHEDCTL_JOB", spec.job.name.to_string());
@@ -175,7 +175,7 @@ impl<C: Clock> Executor for Runner<C> {
         let result_path = self.result_path(spec.run_id);
         let _ = std::fs::remove_file(&result_path);
         let env = self.environment(spec);
-        let mut process = process::spawn(&job.command, &env, job.workdir.as_deref())?;
+        let mut process = process::spawn(&job.command, &env, job.settings.workdir.as_deref())?;
         // Logged before the output pumps start, so that it precedes the run's first line.
         tracing::info!(
             job = &*job.name,
@@ -242,7 +242,7 @@ impl<C: Clock> RunHandle for Running<C> {
     async fn wait(mut self, mut stop: StopRequest) -> Ended {
         let (job, run_id, pid) = (&*self.job.name, self.run_id, self.process.pid());
         let timeout = async {
-            match self.job.timeout {
+            match self.job.settings.timeout {
                 Some(t) => tokio::time::sleep(t).await,
                 None => std::future::pending().await,
             }
@@ -258,9 +258,9 @@ impl<C: Clock> RunHandle for Running<C> {
                 run_id = run_id.0,
                 pid,
                 "{}; sending SIGTERM to its process group",
-                why.describe(self.job.timeout)
+                why.describe(self.job.settings.timeout)
             );
-            terminate(&self.process, self.job.kill_grace, job, run_id).await;
+            terminate(&self.process, self.job.settings.kill_grace, job, run_id).await;
         }
         // The leader has exited but is not reaped, so the group id is still ours: ask
         // leftovers (background processes of the job) to go before reaping.
@@ -273,13 +273,13 @@ impl<C: Clock> RunHandle for Running<C> {
                 run_id = run_id.0,
                 "the job left processes behind in its process group; stopping them"
             );
-            stop_leftovers(&self.process, self.job.kill_grace).await;
+            stop_leftovers(&self.process, self.job.settings.kill_grace).await;
         }
         drain(std::mem::take(&mut self.pumps), job, run_id).await;
         let outcome = match reason {
             None => RunOutcome::Finished(end),
             Some(Stop::Timeout) => RunOutcome::TimedOut {
-                after: self.job.timeout.unwrap_or_default(),
+                after: self.job.settings.timeout.unwrap_or_default(),
                 end,
             },
             Some(Stop::Requested(cause)) => RunOutcome::Stopped { cause, end },

@@ -107,7 +107,7 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
         if slot.paused && plan.trigger != Trigger::Manual {
             return Some(PAUSED.to_owned());
         }
-        if slot.busy() && job.overlap == Overlap::Skip {
+        if slot.busy() && job.settings.overlap == Overlap::Skip {
             return Some("the previous run is still running (overlap = \"skip\")".to_owned());
         }
         None

@@ -59,14 +59,14 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
                 slot.paused = old_slot.paused;
                 let same_timing =
                     old_job.timing == job.timing && old_job.zone.name == job.zone.name;
-                if same_timing && old_job.enabled {
+                if same_timing && old_job.settings.enabled {
                     slot.next = old_slot.next;
                 }
             }
-            if self.epoch.is_some() && job.enabled && slot.next.is_none() {
+            if self.epoch.is_some() && job.settings.enabled && slot.next.is_none() {
                 slot.next = timeline::next_fire(job, now, self.anchor);
             }
-            if !job.enabled || self.epoch.is_none() {
+            if !job.settings.enabled || self.epoch.is_none() {
                 slot.next = None;
             }
             if let Some(next) = slot.next {

@@ -99,7 +99,7 @@ pub(super) async fn drive<C: Clock, E: Executor>(
         output_tail: ended.output_tail,
         result: ended.result,
         success: outcome.is_success(),
-        pause_after: job.max_failures,
+        pause_after: job.settings.max_failures,
     };
     let ended_at = ended.ended_at;
     let finished = record_finish(&ctx, finish, retry.clone()).await;
@@ -137,13 +137,13 @@ fn retry_of(spec: &RunSpec, outcome: &RunOutcome, ended: &Ended) -> Option<NewTr
     let job = &spec.job;
     if outcome.is_success()
         || matches!(outcome, RunOutcome::Stopped { .. })
-        || spec.attempt > job.retries
+        || spec.attempt > job.settings.retries
     {
         return None;
     }
     let next = spec.attempt + 1;
-    let wait =
-        jiff::SignedDuration::try_from(job.backoff(next)).unwrap_or(jiff::SignedDuration::MAX);
+    let wait = jiff::SignedDuration::try_from(job.settings.backoff(next))
+        .unwrap_or(jiff::SignedDuration::MAX);
     Some(NewTrigger {
         job: job.name.to_string(),
         kind: Trigger::Retry,

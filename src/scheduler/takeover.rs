@@ -67,7 +67,7 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
         let mut batch = Vec::new();
         for index in 0..self.config.jobs.len() {
             let job = Arc::clone(&self.config.jobs[index]);
-            if !job.enabled {
+            if !job.settings.enabled {
                 continue;
             }
             if job.timing == Timing::Schedule(Schedule::Reboot) {
@@ -87,7 +87,7 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
             if let Some(first) = first.filter(|&f| f <= now) {
                 let due = timeline::due(&job, first, now, self.anchor);
                 if let Some((from, to)) = due.passed_over {
-                    tracing::warn!(job = &*job.name, from = %from, to = %to, catch_up = ?job.catch_up, "missed instants not run");
+                    tracing::warn!(job = &*job.name, from = %from, to = %to, catch_up = ?job.settings.catch_up, "missed instants not run");
                 }
                 batch.extend(
                     due.fire
@@ -145,7 +145,7 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
             let reason = match orphan {
                 Some(pid) => {
                     let grace = index.map_or(crate::config::DEFAULT_KILL_GRACE, |i| {
-                        self.config.jobs[i].kill_grace
+                        self.config.jobs[i].settings.kill_grace
                     });
                     tokio::spawn(stop_orphan(
                         pid,
@@ -163,7 +163,7 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
             };
             let retry = index.and_then(|i| {
                 let job = &self.config.jobs[i];
-                (run.attempt <= job.retries).then(|| NewTrigger {
+                (run.attempt <= job.settings.retries).then(|| NewTrigger {
                     job: run.job.clone(),
                     kind: Trigger::Retry,
                     not_before: now,

@@ -45,18 +45,19 @@ pub struct Due {
 /// instant up to `now` is due too. Decide which of them run, by the job's `catch_up` and
 /// `starting_deadline`.
 pub fn due(job: &Job, first: Timestamp, now: Timestamp, anchor: Timestamp) -> Due {
-    let wanted = match job.catch_up {
+    let wanted = match job.settings.catch_up {
         CatchUp::All => CATCH_UP_ALL_LIMIT,
         CatchUp::Latest | CatchUp::None => 1,
     };
     let (recent, older_dropped) = latest_n(job, first, now, anchor, wanted);
     let latest = *recent.last().unwrap_or(&first);
     let in_deadline = |t: Timestamp| {
-        job.starting_deadline
+        job.settings
+            .starting_deadline
             .is_none_or(|d| SignedDuration::try_from(d).is_ok_and(|d| now - d <= t))
     };
     let on_time = now.duration_since(latest) <= ON_TIME;
-    let mut fire: Vec<(Timestamp, Trigger)> = match job.catch_up {
+    let mut fire: Vec<(Timestamp, Trigger)> = match job.settings.catch_up {
         CatchUp::None if !on_time => Vec::new(),
         CatchUp::None | CatchUp::Latest => vec![(
             latest,

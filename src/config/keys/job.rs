@@ -1,33 +1,18 @@
-//! The keys of `[daemon]`, `[defaults]` and `[jobs.NAME]`: each checked on its own so
-//! that one bad value never hides another, then combined into a [`Config`].
+//! Job tables and `[defaults]`: each key checked on its own, then one job assembled from
+//! its own keys over the defaults.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 
 use toml::de::{DeTable, DeValue};
 
-use super::source::{self, ConfigErrors, Entry, Section, Source};
-use super::{
-    CatchUp, CommandLine, Config, DEFAULT_HISTORY_LIMIT, DEFAULT_KILL_GRACE, DEFAULT_LEASE_TTL,
-    DEFAULT_OUTPUT_TAIL, DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX, DEFAULT_SHUTDOWN_GRACE,
-    DaemonConfig, Job, LogFormat, Overlap, Timing, Zone,
+use super::Checker;
+use crate::config::source::{self, Entry, Section};
+use crate::config::{
+    CatchUp, CommandLine, DEFAULT_KILL_GRACE, DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX,
+    Job, Overlap, Settings, Timing, Zone,
 };
 use crate::schedule::Schedule;
 
-const DAEMON_KEYS: &[&str] = &[
-    "state",
-    "timezone",
-    "lease_ttl",
-    "shutdown_grace",
-    "history_limit",
-    "output_tail",
-    "log_format",
-    "listen",
-    "watch",
-];
-/// Keys of SPEC §2 that this version does not implement yet: named as such, not as typos.
-const DAEMON_KEYS_LATER: &[&str] = &["max_concurrent"];
 const JOB_KEYS: &[&str] = &[
     "schedule",
     "at",
@@ -56,111 +41,12 @@ const JOB_KEYS_LATER: &[&str] = &[
 ];
 /// Environment variables the daemon sets for every run.
 const RESERVED_ENV_PREFIX: &str = "SCHEDCTL_";
-const MIN_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(3);
-const MAX_OUTPUT_TAIL: usize = 16 << 20;
 const MAX_RETRIES: u64 = 1000;
-
-/// `$STATE_DIRECTORY/schedctl.db` under systemd (`StateDirectory=`), else beside the job file.
-fn default_state_path(base_dir: &Path) -> PathBuf {
-    match std::env::var_os("STATE_DIRECTORY") {
-        Some(dirs) if !dirs.is_empty() => {
-            let first = dirs
-                .to_string_lossy()
-                .split(':')
-                .next()
-                .unwrap_or_default()
-                .to_owned();
-            PathBuf::from(first).join("schedctl.db")
-        }
-        _ => base_dir.join("schedctl.db"),
-    }
-}
-
-pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
-    let file = path.display().to_string();
-    let mut src = Source::new(text);
-    let (root, syntax_errors) = DeTable::parse_recoverable(text);
-    if !syntax_errors.is_empty() {
-        // Semantic checks on a half-parsed file would only add noise.
-        for e in syntax_errors {
-            let span = e.span().unwrap_or(0..0);
-            src.error(
-                span,
-                &Section::File,
-                None,
-                e.message().trim().to_lowercase(),
-            );
-        }
-        return Err(src.into_errors(file));
-    }
-    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut checker = Checker {
-        src,
-        zones: HashMap::new(),
-        base_dir,
-    };
-
-    let (mut daemon, mut defaults, mut jobs) = (None, None, None);
-    for entry in source::entries(root.get_ref()) {
-        let slot = match entry.name() {
-            "daemon" => &mut daemon,
-            "defaults" => &mut defaults,
-            "jobs" => &mut jobs,
-            other => {
-                let hint = if other == "job" {
-                    " (jobs are tables named [jobs.NAME])".to_owned()
-                } else {
-                    " (expected [daemon], [defaults] or [jobs.NAME])".to_owned()
-                };
-                checker.src.error(
-                    entry.key.span(),
-                    &Section::File,
-                    None,
-                    format!("unknown table `{other}`{hint}"),
-                );
-                continue;
-            }
-        };
-        match entry.value.get_ref().as_table() {
-            Some(table) => *slot = Some(table),
-            None => checker.src.error(
-                entry.value.span(),
-                &Section::File,
-                None,
-                format!(
-                    "`{}` must be a table, found {}",
-                    entry.name(),
-                    source::describe(entry.value.get_ref())
-                ),
-            ),
-        }
-    }
-
-    let daemon = checker.daemon(daemon);
-    let defaults = defaults
-        .map(|t| checker.job_keys(&Section::Defaults, t))
-        .unwrap_or_default();
-    let mut out = Vec::new();
-    for entry in jobs.map(source::entries).unwrap_or_default() {
-        if let Some(job) = checker.job(&entry, &defaults, &daemon.timezone) {
-            out.push(Arc::new(job));
-        }
-    }
-    if checker.src.has_errors() {
-        return Err(checker.src.into_errors(file));
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Config {
-        path: path.to_path_buf(),
-        daemon,
-        jobs: out,
-    })
-}
 
 /// The values one job table (or `[defaults]`) sets; `seen` holds keys that were
 /// present, valid or not, so that a bad value is not also reported as missing.
 #[derive(Clone, Default)]
-struct JobKeys {
+pub(super) struct JobKeys {
     seen: Vec<&'static str>,
     schedule: Option<(Schedule, String)>,
     at: Option<At>,
@@ -187,118 +73,8 @@ enum At {
     Local(jiff::civil::DateTime),
 }
 
-struct Checker<'a> {
-    src: Source<'a>,
-    zones: HashMap<String, Result<Zone, String>>,
-    base_dir: PathBuf,
-}
-
 impl Checker<'_> {
-    fn zone(&mut self, name: &str) -> Result<Zone, String> {
-        self.zones
-            .entry(name.to_owned())
-            .or_insert_with(|| Zone::named(name))
-            .clone()
-    }
-
-    /// Report a key that is unknown, or known but not implemented yet.
-    fn unknown_key(
-        &mut self,
-        entry: &Entry<'_, '_>,
-        section: &Section,
-        known: &[&str],
-        later: &[&str],
-    ) {
-        let key = entry.name();
-        let message = if later.contains(&key) {
-            "this key is not supported by this version of schedctl yet".to_owned()
-        } else {
-            match source::suggest(key, known) {
-                Some(s) => format!("unknown key (did you mean `{s}`?)"),
-                None => format!("unknown key (expected one of: {})", known.join(", ")),
-            }
-        };
-        self.src
-            .error(entry.key.span(), section, Some(key), message);
-    }
-
-    fn daemon(&mut self, table: Option<&DeTable<'_>>) -> DaemonConfig {
-        let mut daemon = DaemonConfig {
-            state: default_state_path(&self.base_dir),
-            timezone: Zone::system(),
-            lease_ttl: DEFAULT_LEASE_TTL,
-            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
-            history_limit: DEFAULT_HISTORY_LIMIT,
-            output_tail: DEFAULT_OUTPUT_TAIL,
-            log_format: LogFormat::Text,
-            listen: None,
-            watch: true,
-        };
-        let section = Section::Daemon;
-        for entry in table.map(source::entries).unwrap_or_default() {
-            let key = entry.name();
-            let value = entry.value.get_ref();
-            let result = match key {
-                "state" => source::string(value).and_then(|s| {
-                    if s.starts_with("postgres://") || s.starts_with("postgresql://") {
-                        return Err("PostgreSQL state is not supported by this version of schedctl yet; use a SQLite file path".to_owned());
-                    }
-                    if s.is_empty() {
-                        return Err("the state path must not be empty".to_owned());
-                    }
-                    daemon.state = self.base_dir.join(s);
-                    Ok(())
-                }),
-                "timezone" => source::string(value)
-                    .and_then(|name| self.zone(name))
-                    .map(|z| daemon.timezone = z),
-                "lease_ttl" => source::duration(value).and_then(|d| {
-                    if d < MIN_LEASE_TTL {
-                        return Err(format!("must be at least {} (it is renewed every third of it)", humantime::format_duration(MIN_LEASE_TTL)));
-                    }
-                    daemon.lease_ttl = d;
-                    Ok(())
-                }),
-                "shutdown_grace" => source::duration(value).map(|d| daemon.shutdown_grace = d),
-                "history_limit" => source::integer(value, 1_000_000).and_then(|n| {
-                    if n == 0 {
-                        return Err("must be at least 1".to_owned());
-                    }
-                    daemon.history_limit = n as u32;
-                    Ok(())
-                }),
-                "output_tail" => source::size(value).and_then(|n| {
-                    if n > MAX_OUTPUT_TAIL {
-                        return Err(format!("at most {} MiB", MAX_OUTPUT_TAIL >> 20));
-                    }
-                    daemon.output_tail = n;
-                    Ok(())
-                }),
-                "log_format" => source::string(value)
-                    .and_then(|s| match s {
-                        "text" => Ok(LogFormat::Text),
-                        "json" => Ok(LogFormat::Json),
-                        other => Err(format!("`{other}` is not a log format (expected `text` or `json`)")),
-                    })
-                    .map(|f| daemon.log_format = f),
-                "listen" => source::string(value)
-                    .and_then(listen_address)
-                    .map(|a| daemon.listen = Some(a)),
-                "watch" => source::boolean(value).map(|b| daemon.watch = b),
-                _ => {
-                    self.unknown_key(&entry, &section, DAEMON_KEYS, DAEMON_KEYS_LATER);
-                    continue;
-                }
-            };
-            if let Err(message) = result {
-                self.src
-                    .error(entry.value.span(), &section, Some(key), message);
-            }
-        }
-        daemon
-    }
-
-    fn job_keys(&mut self, section: &Section, table: &DeTable<'_>) -> JobKeys {
+    pub(super) fn job_keys(&mut self, section: &Section, table: &DeTable<'_>) -> JobKeys {
         let mut keys = JobKeys::default();
         for entry in source::entries(table) {
             let key = entry.name();
@@ -403,7 +179,7 @@ impl Checker<'_> {
         Ok(())
     }
 
-    fn job(
+    pub(super) fn job(
         &mut self,
         entry: &Entry<'_, '_>,
         defaults: &JobKeys,
@@ -509,19 +285,17 @@ impl Checker<'_> {
                 .error(entry.key.span(), &section, Some("retry_backoff"), message);
             ok = false;
         }
-        ok.then(|| Job {
-            name: name.into(),
-            timing,
-            schedule_text,
-            command,
-            zone,
+        if !ok {
+            return None;
+        }
+        let settings = Settings {
+            enabled: own.enabled.or(defaults.enabled).unwrap_or(true),
             overlap: own.overlap.or(defaults.overlap).unwrap_or(Overlap::Skip),
             timeout: own.timeout.or(defaults.timeout),
             kill_grace: own
                 .kill_grace
                 .or(defaults.kill_grace)
                 .unwrap_or(DEFAULT_KILL_GRACE),
-            enabled: own.enabled.or(defaults.enabled).unwrap_or(true),
             workdir: own.workdir.take().or_else(|| defaults.workdir.clone()),
             env,
             retries: own.retries.or(defaults.retries).unwrap_or(0),
@@ -536,6 +310,14 @@ impl Checker<'_> {
                 .max_failures
                 .or(defaults.max_failures)
                 .filter(|&n| n > 0),
+        };
+        Some(Job {
+            name: name.into(),
+            timing,
+            schedule_text,
+            command,
+            zone,
+            settings: self.intern(settings),
         })
     }
 }
@@ -576,32 +358,6 @@ fn command(value: &DeValue<'_>) -> Result<CommandLine, String> {
             source::describe(other)
         )),
     }
-}
-
-/// `listen`: an IP address and port; host names are refused (no DNS lookup at startup).
-fn listen_address(text: &str) -> Result<std::net::SocketAddr, String> {
-    if text.is_empty() {
-        return Err(
-            "the address must not be empty; leave `listen` out to serve no HTTP".to_owned(),
-        );
-    }
-    text.parse().map_err(|_| {
-        let hint = match text.rsplit_once(':') {
-            Some((host, port))
-                if port.parse::<u16>().is_ok() && host.eq_ignore_ascii_case("localhost") =>
-            {
-                format!("write \"127.0.0.1:{port}\"")
-            }
-            Some((_, port)) if port.parse::<u16>().is_err() => {
-                "the port must be a number from 0 to 65535".to_owned()
-            }
-            None => format!("add a port, e.g. \"{text}:9187\""),
-            Some(_) => {
-                "write an IP address and port, e.g. \"127.0.0.1:9187\" or \"[::1]:9187\"".to_owned()
-            }
-        };
-        format!("`{text}` is not an address to listen on: {hint}")
-    })
 }
 
 fn catch_up(value: &DeValue<'_>) -> Result<CatchUp, String> {
