@@ -215,3 +215,25 @@ fn daemon_listen_must_be_an_address() {
         out.stderr
     );
 }
+
+#[test]
+fn output_into_a_pipe_closed_early_ends_quietly() {
+    // `schedctl next ... | head -1`: the reader goes away after one line.
+    let mut child = std::process::Command::new(crate::support::bin())
+        .args(["next", "* * * * * *", "--tz", "UTC", "-n", "1000000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut first = [0u8; 10];
+    std::io::Read::read_exact(child.stdout.as_mut().expect("stdout"), &mut first).expect("read");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.is_empty(), "no panic, no message: {stderr}");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&out.status),
+        Some(libc::SIGPIPE),
+        "killed by SIGPIPE, as `head` expects"
+    );
+}
