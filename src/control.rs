@@ -54,6 +54,10 @@ pub enum Response {
         stream: String,
         text: String,
     },
+    /// Lines that came while the follower was too far behind to be sent them.
+    Skipped {
+        lines: u64,
+    },
     End {
         state: String,
         exit_code: Option<i32>,
@@ -222,6 +226,7 @@ async fn stream_run(
                 stream: stream.as_str().to_owned(),
                 text,
             },
+            FollowEvent::Skipped { lines } => Response::Skipped { lines },
             FollowEvent::End {
                 state,
                 exit_code,

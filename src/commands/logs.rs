@@ -146,6 +146,9 @@ fn follow_run(config: &Config, db: &mut impl Backend, run: &RunRecord) -> Result
     while let Some(response) = client.answer().map_err(|e| Error::Failed(e.into()))? {
         match response {
             Response::Tail { text } => print_tail(&text),
+            Response::Skipped { lines } => {
+                eprintln!("{}", super::skipped_notice(run.id.0, lines));
+            }
             Response::Line { stream, text } => print_line(
                 if stream == "stderr" {
                     Stream::Stderr

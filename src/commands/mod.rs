@@ -117,3 +117,10 @@ pub fn wake_leader(config: &Config, db: &mut impl Backend, now: Timestamp) -> bo
         Err(_) => false,
     }
 }
+
+/// Said where a followed run's output had lines this client could not be sent in time.
+pub fn skipped_notice(run_id: i64, lines: u64) -> String {
+    format!(
+        "[{lines} lines not shown: the job wrote them faster than they could be passed on; the daemon's log has every line, and `schedctl logs {run_id}` the last ones]"
+    )
+}

@@ -198,6 +198,9 @@ fn follow(
                     print_line(stream, line);
                 }
             }
+            Some(Response::Skipped { lines }) => {
+                eprintln!("{}", super::skipped_notice(run_id, lines))
+            }
             Some(Response::End {
                 state,
                 exit_code,

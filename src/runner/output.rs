@@ -63,6 +63,11 @@ pub enum FollowEvent {
         stream: Stream,
         text: String,
     },
+    /// This many lines came while the follower was too far behind; they are not sent
+    /// (the job never waits for a follower), but counted.
+    Skipped {
+        lines: u64,
+    },
     /// The run ended and is recorded.
     End {
         state: String,
@@ -72,7 +77,8 @@ pub enum FollowEvent {
     },
 }
 
-/// A follower that falls this far behind is dropped rather than slow the job down.
+/// A follower this far behind misses lines (and is told how many) rather than slow the
+/// job down.
 const FOLLOW_BUFFER: usize = 8192;
 
 /// A run's output as it happens: the bounded tail kept for the record, and the followers
@@ -85,7 +91,42 @@ pub struct RunOutput {
 #[derive(Debug)]
 struct OutputInner {
     tail: Tail,
-    followers: Vec<mpsc::Sender<FollowEvent>>,
+    followers: Vec<Follower>,
+}
+
+#[derive(Debug)]
+struct Follower {
+    tx: mpsc::Sender<FollowEvent>,
+    /// Lines not sent since it fell behind.
+    skipped: u64,
+}
+
+impl Follower {
+    /// Send `event` if there is room, after the count of what was skipped; false when the
+    /// follower is gone.
+    fn offer(&mut self, event: FollowEvent) -> bool {
+        use mpsc::error::TrySendError;
+        if self.skipped > 0 {
+            match self.tx.try_send(FollowEvent::Skipped {
+                lines: self.skipped,
+            }) {
+                Ok(()) => self.skipped = 0,
+                Err(TrySendError::Full(_)) => {
+                    self.skipped += 1;
+                    return true;
+                }
+                Err(TrySendError::Closed(_)) => return false,
+            }
+        }
+        match self.tx.try_send(event) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.skipped += 1;
+                true
+            }
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
 }
 
 impl RunOutput {
@@ -114,10 +155,8 @@ impl RunOutput {
                     stream,
                     text: String::from_utf8_lossy(line).into_owned(),
                 };
-                // A follower that is gone or too slow stops following; the job never waits.
-                inner
-                    .followers
-                    .retain(|f| f.try_send(event.clone()).is_ok());
+                // The job never waits for a follower; one that is gone stops following.
+                inner.followers.retain_mut(|f| f.offer(event.clone()));
             }
         }
         inner.tail.push_lines(stream, lines);
@@ -127,15 +166,25 @@ impl RunOutput {
     pub fn follow(&self) -> (Vec<u8>, mpsc::Receiver<FollowEvent>) {
         let (tx, rx) = mpsc::channel(FOLLOW_BUFFER);
         let mut inner = self.lock();
-        inner.followers.push(tx);
+        inner.followers.push(Follower { tx, skipped: 0 });
         (inner.tail.bytes.iter().copied().collect(), rx)
     }
 
-    /// The run is recorded: tell the followers and let them go.
+    /// The run is recorded: tell the followers, however far behind, and let them go.
     pub fn end(&self, event: FollowEvent) {
         let followers = std::mem::take(&mut self.lock().followers);
         for f in followers {
-            let _ = f.try_send(event.clone());
+            let event = event.clone();
+            // Waits for room in the follower's queue, or ends when the follower goes away.
+            tokio::spawn(async move {
+                if f.skipped > 0 {
+                    let skipped = FollowEvent::Skipped { lines: f.skipped };
+                    if f.tx.send(skipped).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = f.tx.send(event).await;
+            });
         }
     }
 

@@ -289,3 +289,39 @@ fn commands_name_what_is_wrong_with_the_right_exit_code() {
     );
     daemon.stop();
 }
+
+#[test]
+fn run_now_wait_outlasts_a_follower_that_falls_behind() {
+    let env = on_demand(TestEnv::new(), "flood", "seq 1 200000").write();
+    let mut daemon = leader(&env);
+    let waiter = std::process::Command::new(crate::support::bin())
+        .arg("--config")
+        .arg(env.config())
+        .args(["run-now", "flood", "--wait"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run-now");
+    // Not reading its output until the run is over makes it fall far behind.
+    daemon.wait_for(&["job=flood", "run finished"]);
+    let out = waiter.wait_with_output().expect("run-now ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("succeeded"), "{stderr}");
+    let shown: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.parse().expect("a number"))
+        .collect();
+    assert!(shown.windows(2).all(|w| w[0] < w[1]), "in order");
+    let skipped: u64 = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix('[')?.split(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(skipped > 0, "it fell behind: {stderr}");
+    assert_eq!(
+        shown.len() as u64 + skipped,
+        200_000,
+        "every line shown or counted"
+    );
+    daemon.stop();
+}
