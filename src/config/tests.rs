@@ -373,10 +373,9 @@ fn jobs_with_the_same_settings_share_one_copy() {
          [jobs.a]\n[jobs.b]\n[jobs.c]\ntimeout = \"1m\"\n",
     )
     .expect("valid");
-    let settings: Vec<&std::sync::Arc<Settings>> =
-        config.jobs.iter().map(|j| &j.settings).collect();
-    assert!(std::sync::Arc::ptr_eq(settings[0], settings[1]));
-    assert!(!std::sync::Arc::ptr_eq(settings[0], settings[2]));
+    let settings: Vec<&Arc<Settings>> = config.jobs.iter().map(|j| &j.settings).collect();
+    assert!(Arc::ptr_eq(settings[0], settings[1]));
+    assert!(!Arc::ptr_eq(settings[0], settings[2]));
     assert_eq!(settings[2].timeout, Some(Duration::from_secs(60)));
     assert_eq!(settings[0].kill_grace, Duration::from_secs(5));
 }
