@@ -296,20 +296,9 @@ fn processes_creating_the_state_file_at_once_all_succeed() {
         for file in ["schedctl.db", "schedctl.db-wal", "schedctl.db-shm"] {
             let _ = std::fs::remove_file(env.path(file));
         }
-        let children: Vec<_> = (0..6)
-            .map(|_| {
-                std::process::Command::new(crate::support::bin())
-                    .arg("--config")
-                    .arg(env.config())
-                    .args(["pause", "a"])
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::piped())
-                    .spawn()
-                    .expect("spawn")
-            })
-            .collect();
+        let children: Vec<_> = (0..6).map(|_| env.start(&["pause", "a"])).collect();
         for child in children {
-            let out = child.wait_with_output().expect("wait");
+            let out = child.finish();
             assert!(
                 out.status.success(),
                 "round {round}: {}",

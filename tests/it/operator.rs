@@ -119,17 +119,10 @@ fn run_now_wait_during_a_failover_follows_the_new_leader() {
         let out = env.run(&["status"]);
         assert_eq!(out.code, Some(1), "no daemon yet: {out:?}");
         // Queued while nobody leads; --wait keeps waiting for a leader.
-        std::process::Command::new(crate::support::bin())
-            .args(["--config"])
-            .arg(env.config())
-            .args(["run-now", "job", "--wait"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("run-now")
+        env.start(&["run-now", "job", "--wait"])
     };
     let mut daemon = leader(&env);
-    let out = waiter.wait_with_output().expect("run-now ends");
+    let out = waiter.finish();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "done by manual\n");
     daemon.stop();
@@ -294,17 +287,10 @@ fn commands_name_what_is_wrong_with_the_right_exit_code() {
 fn run_now_wait_outlasts_a_follower_that_falls_behind() {
     let env = on_demand(TestEnv::new(), "flood", "seq 1 200000").write();
     let mut daemon = leader(&env);
-    let waiter = std::process::Command::new(crate::support::bin())
-        .arg("--config")
-        .arg(env.config())
-        .args(["run-now", "flood", "--wait"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run-now");
+    let waiter = env.start(&["run-now", "flood", "--wait"]);
     // Not reading its output until the run is over makes it fall far behind.
     daemon.wait_for(&["job=flood", "run finished"]);
-    let out = waiter.wait_with_output().expect("run-now ends");
+    let out = waiter.finish();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("succeeded"), "{stderr}");

@@ -110,6 +110,21 @@ impl TestEnv {
         }
     }
 
+    /// Start `schedctl -c jobs.toml ARGS...` in the background, its output piped; it is
+    /// killed if the test ends (or fails) before collecting it.
+    pub fn start(&self, args: &[&str]) -> Running {
+        let child = Command::new(bin())
+            .arg("--config")
+            .arg(self.config())
+            .args(args)
+            .current_dir(self.dir())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start schedctl");
+        Running(Some(child))
+    }
+
     /// Start `schedctl daemon` on this directory's job file.
     pub fn daemon(&self) -> Daemon {
         Daemon::start(self.dir(), &self.config(), &[], &[])
@@ -286,6 +301,29 @@ impl Daemon {
     pub fn stop(&mut self) -> Option<i32> {
         self.signal(nix::sys::signal::Signal::SIGTERM);
         self.wait_exit()
+    }
+}
+
+/// A command started with [`TestEnv::start`].
+pub struct Running(Option<Child>);
+
+impl Running {
+    /// Wait for it to end and collect its output.
+    pub fn finish(mut self) -> std::process::Output {
+        self.0
+            .take()
+            .expect("not finished yet")
+            .wait_with_output()
+            .expect("wait for schedctl")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
