@@ -188,9 +188,8 @@ impl Sqlite {
 
     fn check_epoch(tx: &rusqlite::Transaction<'_>, me: &Instance, epoch: i64) -> Result<()> {
         let current: Option<(String, i64)> = tx
-            .query_row("SELECT holder, epoch FROM lease WHERE id = 1", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .prepare_cached("SELECT holder, epoch FROM lease WHERE id = 1")?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         match current {
             Some((holder, e)) if holder == me.id && e == epoch => Ok(()),
@@ -274,11 +273,11 @@ fn lease_row(r: &Row<'_>) -> rusqlite::Result<Lease> {
 }
 
 fn count_change(tx: &rusqlite::Transaction<'_>) -> Result<()> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO meta (key, value) VALUES ('changes', '1')
          ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)",
-        [],
-    )?;
+    )?
+    .execute([])?;
     Ok(())
 }
 
@@ -298,19 +297,19 @@ fn insert_trigger(
     t: &NewTrigger,
     now: Timestamp,
 ) -> Result<TriggerRow> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO triggers (job, kind, not_before, scheduled_for, attempt, created_at, origin)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![
-            t.job,
-            t.kind.as_str(),
-            to_millis(t.not_before),
-            to_millis(t.scheduled_for),
-            t.attempt,
-            to_millis(now),
-            t.origin
-        ],
-    )?;
+    )?
+    .execute(params![
+        t.job,
+        t.kind.as_str(),
+        to_millis(t.not_before),
+        to_millis(t.scheduled_for),
+        t.attempt,
+        to_millis(now),
+        t.origin
+    ])?;
     Ok(TriggerRow {
         id: tx.last_insert_rowid(),
         job: t.job.clone(),
@@ -386,8 +385,8 @@ impl Backend for Sqlite {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let current = tx
+            .prepare_cached("SELECT holder, host, pid, pid_start, epoch, acquired_at, expires_at FROM lease WHERE id = 1")?
             .query_row(
-                "SELECT holder, host, pid, pid_start, epoch, acquired_at, expires_at FROM lease WHERE id = 1",
                 [],
                 lease_row,
             )
@@ -396,27 +395,28 @@ impl Backend for Sqlite {
             return Ok(None);
         }
         let epoch = current.map_or(1, |l| l.epoch + 1);
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO lease (id, holder, host, pid, pid_start, epoch, acquired_at, expires_at)
              VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, host = excluded.host, pid = excluded.pid,
                pid_start = excluded.pid_start, epoch = excluded.epoch, acquired_at = excluded.acquired_at,
                expires_at = excluded.expires_at",
+)?
+.execute(
             params![me.id, me.host, me.pid, me.pid_start, epoch, to_millis(now), expires(now, ttl)],
         )?;
-        tx.execute(
+        tx.prepare_cached(
             "UPDATE instances SET role = 'standby' WHERE role = 'leader' AND id <> ?1",
-            params![me.id],
-        )?;
-        tx.execute(
-            "UPDATE instances SET role = 'leader', seen_at = ?2 WHERE id = ?1",
-            params![me.id, to_millis(now)],
-        )?;
-        let lease = tx.query_row(
-            "SELECT holder, host, pid, pid_start, epoch, acquired_at, expires_at FROM lease WHERE id = 1",
-            [],
-            lease_row,
-        )?;
+        )?
+        .execute(params![me.id])?;
+        tx.prepare_cached("UPDATE instances SET role = 'leader', seen_at = ?2 WHERE id = ?1")?
+            .execute(params![me.id, to_millis(now)])?;
+        let lease = tx
+            .prepare_cached(
+                "SELECT holder, host, pid, pid_start, epoch, acquired_at, expires_at
+             FROM lease WHERE id = 1",
+            )?
+            .query_row([], lease_row)?;
         tx.commit()?;
         Ok(Some(lease))
     }
@@ -431,36 +431,34 @@ impl Backend for Sqlite {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let changed = tx.execute(
-            "UPDATE lease SET expires_at = ?3 WHERE id = 1 AND holder = ?1 AND epoch = ?2",
-            params![me.id, epoch, expires(now, ttl)],
-        )?;
+        let changed = tx
+            .prepare_cached(
+                "UPDATE lease SET expires_at = ?3 WHERE id = 1 AND holder = ?1 AND epoch = ?2",
+            )?
+            .execute(params![me.id, epoch, expires(now, ttl)])?;
         if changed == 0 {
             return Err(StoreError::Fenced(epoch));
         }
-        tx.execute(
-            "UPDATE instances SET seen_at = ?2 WHERE id = ?1",
-            params![me.id, to_millis(now)],
-        )?;
-        let lease = tx.query_row(
-            "SELECT holder, host, pid, pid_start, epoch, acquired_at, expires_at FROM lease WHERE id = 1",
-            [],
-            lease_row,
-        )?;
+        tx.prepare_cached("UPDATE instances SET seen_at = ?2 WHERE id = ?1")?
+            .execute(params![me.id, to_millis(now)])?;
+        let lease = tx
+            .prepare_cached(
+                "SELECT holder, host, pid, pid_start, epoch, acquired_at, expires_at
+             FROM lease WHERE id = 1",
+            )?
+            .query_row([], lease_row)?;
         tx.commit()?;
         Ok(lease)
     }
 
     fn release_lease(&mut self, me: &Instance, epoch: i64) -> Result<()> {
         let tx = self.conn.transaction()?;
-        tx.execute(
+        tx.prepare_cached(
             "UPDATE lease SET expires_at = 0 WHERE id = 1 AND holder = ?1 AND epoch = ?2",
-            params![me.id, epoch],
-        )?;
-        tx.execute(
-            "UPDATE instances SET role = 'stopped' WHERE id = ?1",
-            params![me.id],
-        )?;
+        )?
+        .execute(params![me.id, epoch])?;
+        tx.prepare_cached("UPDATE instances SET role = 'stopped' WHERE id = ?1")?
+            .execute(params![me.id])?;
         tx.commit()?;
         Ok(())
     }
@@ -540,10 +538,12 @@ impl Backend for Sqlite {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         Self::check_epoch(&tx, me, epoch)?;
-        tx.execute(
-            "UPDATE runs SET state = 'running', pid = ?2, pid_start = ?3, started_at = ?4 WHERE id = ?1 AND state = 'pending'",
-            params![run.0, pid, pid_start, to_millis(at)],
-        )?;
+        tx.prepare_cached(
+            "UPDATE runs
+             SET state = 'running', pid = ?2, pid_start = ?3, started_at = ?4
+             WHERE id = ?1 AND state = 'pending'",
+        )?
+        .execute(params![run.0, pid, pid_start, to_millis(at)])?;
         tx.commit()?;
         Ok(())
     }
@@ -557,10 +557,12 @@ impl Backend for Sqlite {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let changed = tx.execute(
+        let changed = tx.prepare_cached(
             "UPDATE runs SET state = ?2, started_at = coalesce(started_at, ?3), ended_at = ?4, exit_code = ?5,
                signal = ?6, reason = ?7, output_tail = ?8, result = ?9
              WHERE id = ?1 AND state IN ('pending', 'running')",
+)?
+.execute(
             params![
                 f.run_id.0,
                 f.state,
@@ -574,27 +576,31 @@ impl Backend for Sqlite {
             ],
         )?;
         if changed > 0 {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO job_state (job, consecutive_failures) VALUES (?1, ?2)
                  ON CONFLICT (job) DO UPDATE SET consecutive_failures =
                    CASE WHEN ?3 THEN 0 ELSE consecutive_failures + 1 END",
-                params![f.job, u32::from(!f.success), f.success],
-            )?;
-            tx.execute(
+            )?
+            .execute(params![f.job, u32::from(!f.success), f.success])?;
+            tx.prepare_cached(
                 "DELETE FROM runs WHERE job = ?1 AND state NOT IN ('pending', 'running') AND id <= (
                    SELECT id FROM runs WHERE job = ?1 AND state NOT IN ('pending', 'running')
                    ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+)?
+.execute(
                 params![f.job, history_limit],
             )?;
         }
         let mut paused = false;
         if let (true, Some(limit)) = (changed > 0 && !f.success, f.pause_after) {
             let reason = format!("paused after {limit} consecutive failed runs");
-            paused = tx.execute(
-                "UPDATE job_state SET paused = 1, paused_reason = ?3
+            paused = tx
+                .prepare_cached(
+                    "UPDATE job_state SET paused = 1, paused_reason = ?3
                  WHERE job = ?1 AND paused = 0 AND consecutive_failures >= ?2",
-                params![f.job, limit, reason],
-            )? > 0;
+                )?
+                .execute(params![f.job, limit, reason])?
+                > 0;
         }
         // A job that is paused now gets no retry.
         let retry = match retry {
@@ -631,16 +637,16 @@ impl Backend for Sqlite {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
-            "INSERT INTO job_state (job) VALUES (?1) ON CONFLICT (job) DO NOTHING",
-            params![job],
-        )?;
-        let changed = tx.execute(
-            "UPDATE job_state SET paused = ?2, paused_reason = ?3,
+        tx.prepare_cached("INSERT INTO job_state (job) VALUES (?1) ON CONFLICT (job) DO NOTHING")?
+            .execute(params![job])?;
+        let changed = tx
+            .prepare_cached(
+                "UPDATE job_state SET paused = ?2, paused_reason = ?3,
                consecutive_failures = CASE WHEN ?2 THEN consecutive_failures ELSE 0 END
              WHERE job = ?1 AND paused <> ?2",
-            params![job, paused, if paused { reason } else { None }],
-        )? > 0;
+            )?
+            .execute(params![job, paused, if paused { reason } else { None }])?
+            > 0;
         count_change(&tx)?;
         tx.commit()?;
         Ok(changed)
@@ -686,14 +692,18 @@ impl Backend for Sqlite {
         Self::check_epoch(&tx, me, epoch)?;
         let mut retries = Vec::new();
         for run in runs {
-            let changed = tx.execute(
-                "UPDATE runs SET state = 'abandoned', ended_at = ?2, reason = ?3 WHERE id = ?1 AND state IN ('pending', 'running')",
-                params![run.run_id.0, to_millis(now), run.reason],
-            )?;
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE runs SET state = 'abandoned', ended_at = ?2, reason = ?3
+                 WHERE id = ?1 AND state IN ('pending', 'running')",
+                )?
+                .execute(params![run.run_id.0, to_millis(now), run.reason])?;
             if changed > 0 {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO job_state (job, consecutive_failures) VALUES (?1, 1)
                      ON CONFLICT (job) DO UPDATE SET consecutive_failures = consecutive_failures + 1",
+)?
+.execute(
                     params![run.job],
                 )?;
                 if let Some(retry) = &run.retry {
