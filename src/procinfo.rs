@@ -1,8 +1,6 @@
 //! Process identity on this host: the hostname, the boot id, and a process's start time,
 //! so that a recorded pid is only trusted while it still names the same process.
 
-use std::path::Path;
-
 use jiff::Timestamp;
 
 use crate::store::Instance;
@@ -25,8 +23,19 @@ pub fn boot_id() -> String {
 /// Field 22 of `/proc/PID/stat`: start time in clock ticks since boot. None if the process
 /// does not exist (or is a zombie, which no longer runs anything).
 pub fn pid_start(pid: u32) -> Option<i64> {
-    let stat =
-        std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat")).ok()?;
+    // Read once per run started: a stack buffer, not a growing String. The line is a few
+    // hundred bytes; a longer one is read in full.
+    use std::io::Read;
+    let path = format!("/proc/{pid}/stat");
+    let mut buf = [0u8; 1024];
+    let n = std::fs::File::open(&path).ok()?.read(&mut buf).ok()?;
+    let long;
+    let stat = if n < buf.len() {
+        std::str::from_utf8(&buf[..n]).ok()?
+    } else {
+        long = std::fs::read_to_string(&path).ok()?;
+        &long
+    };
     // The command name (field 2) may contain spaces and parentheses: parse after the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
     let mut fields = rest.split_ascii_whitespace();

@@ -7,9 +7,10 @@ mod output;
 mod process;
 mod shell;
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -17,7 +18,7 @@ use nix::sys::signal::Signal;
 use tokio::sync::watch;
 
 use crate::clock::Clock;
-use crate::config::Job;
+use crate::config::{Job, JobName};
 use crate::logging::{LineFormat, LogSink};
 use crate::run::{RunId, RunOutcome, StopCause, Stream, Trigger};
 
@@ -59,6 +60,10 @@ pub trait Executor: Send + Sync + 'static {
     /// reason it could not start (missing program, bad working directory...), recorded as
     /// a failed run.
     fn start(&self, spec: &RunSpec) -> Result<Self::Handle, String>;
+
+    /// Get ready to start these jobs (soonest due first), off the caller's thread, so that
+    /// their first start costs no more than the next: the real runner makes their directories.
+    fn prepare(&self, _jobs: Vec<Arc<Job>>) {}
 }
 
 /// A started run.
@@ -104,6 +109,8 @@ pub struct Runner<C> {
     base_env: BaseEnv,
     /// Holds `jobs/NAME/` (SCHEDCTL_STATE_DIR) and `results/RUN_ID` (SCHEDCTL_RESULT).
     state_dir: PathBuf,
+    /// Jobs whose directories exist (made ahead by `prepare`, or on a job's first run).
+    ready: Arc<Mutex<HashSet<JobName>>>,
 }
 
 impl<C: Clock> Runner<C> {
@@ -113,7 +120,14 @@ impl<C: Clock> Runner<C> {
             sink,
             base_env,
             state_dir,
+            ready: Arc::new(Mutex::new(HashSet::new())),
         }
+    }
+
+    /// `jobs/NAME/` and `results/` exist, for the job's SCHEDCTL_STATE_DIR and
+    /// SCHEDCTL_RESULT. Once made (ahead, or at the first run), a start costs a set lookup.
+    fn make_dirs(&self, job: &JobName) -> Result<(), String> {
+        make_dirs(&self.state_dir, &self.ready, job)
     }
 
     fn job_dir(&self, job: &str) -> PathBuf {
@@ -157,21 +171,72 @@ impl<C: Clock> Runner<C> {
     }
 }
 
+/// See [`Runner::make_dirs`]; shared with the thread that makes them ahead of time.
+fn make_dirs(
+    state_dir: &std::path::Path,
+    ready: &Mutex<HashSet<JobName>>,
+    job: &JobName,
+) -> Result<(), String> {
+    if ready
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(job)
+    {
+        return Ok(());
+    }
+    for dir in [
+        state_dir.join("jobs").join(&**job),
+        state_dir.join("results"),
+    ] {
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            format!(
+                "cannot create `{}` (for SCHEDCTL_STATE_DIR/SCHEDCTL_RESULT): {e}",
+                dir.display()
+            )
+        })?;
+    }
+    ready
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(Arc::clone(job));
+    Ok(())
+}
+
 impl<C: Clock> Executor for Runner<C> {
     type Handle = Running<C>;
 
+    /// Make the jobs' directories on a thread of its own. A new directory costs ~25 us of
+    /// file system work, serialised on the parent directory: 1,000 jobs due at one instant
+    /// for the first time started a quarter slower when their starts made them.
+    fn prepare(&self, jobs: Vec<Arc<Job>>) {
+        let missing: Vec<JobName> = {
+            let ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
+            jobs.iter()
+                .filter(|j| !ready.contains(&j.name))
+                .map(|j| Arc::clone(&j.name))
+                .collect()
+        };
+        if missing.is_empty() {
+            return;
+        }
+        let (state_dir, ready) = (self.state_dir.clone(), Arc::clone(&self.ready));
+        let made = std::thread::Builder::new()
+            .name("schedctl-prepare".into())
+            .spawn(move || {
+                for job in &missing {
+                    // A failure is reported by the run that needs the directory.
+                    let _ = make_dirs(&state_dir, &ready, job);
+                }
+                tracing::debug!(jobs = missing.len(), "made the jobs' directories ahead");
+            });
+        if let Err(err) = made {
+            tracing::debug!("cannot start a thread to make job directories: {err}");
+        }
+    }
+
     fn start(&self, spec: &RunSpec) -> Result<Running<C>, String> {
         let job = &spec.job;
-        let job_dir = self.job_dir(&job.name);
-        let results = self.state_dir.join("results");
-        for dir in [&job_dir, &results] {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                format!(
-                    "cannot create `{}` (for SCHEDCTL_STATE_DIR/SCHEDCTL_RESULT): {e}",
-                    dir.display()
-                )
-            })?;
-        }
+        self.make_dirs(&job.name)?;
         let result_path = self.result_path(spec.run_id);
         let _ = std::fs::remove_file(&result_path);
         let env = self.environment(spec);

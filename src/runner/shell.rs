@@ -133,6 +133,11 @@ pub fn find_program(program: &str, path_var: &str, workdir: Option<&Path>) -> Op
 /// The `PWD` the shell exports: the inherited one if it names the working directory,
 /// otherwise the working directory's physical path.
 pub fn pwd(inherited: Option<&str>, workdir: Option<&Path>) -> Option<String> {
+    if inherited.is_none() && workdir.is_none() {
+        // The daemon's own directory, which it never changes: worked out once.
+        static DAEMON_PWD: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+        return DAEMON_PWD.get_or_init(|| physical_pwd(None)).clone();
+    }
     let cwd = match workdir {
         Some(dir) => dir.to_path_buf(),
         None => std::env::current_dir().ok()?,
@@ -146,7 +151,16 @@ pub fn pwd(inherited: Option<&str>, workdir: Option<&Path>) -> Option<String> {
             return Some(p.to_owned());
         }
     }
-    std::fs::canonicalize(&cwd)
+    physical_pwd(Some(&cwd))
+}
+
+/// The physical path of `dir` (default: the current directory).
+fn physical_pwd(dir: Option<&Path>) -> Option<String> {
+    let dir = match dir {
+        Some(d) => d.to_path_buf(),
+        None => std::env::current_dir().ok()?,
+    };
+    std::fs::canonicalize(dir)
         .ok()
         .map(|p| p.display().to_string())
 }

@@ -43,6 +43,17 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
         }
     }
 
+    /// Let the executor get the jobs with a next instant ready (their directories),
+    /// soonest due first.
+    pub(super) fn prepare_jobs(&self) {
+        let jobs = self
+            .timeline
+            .iter()
+            .map(|&(_, index)| Arc::clone(&self.config.jobs[index]))
+            .collect();
+        self.executor.prepare(jobs);
+    }
+
     /// Switch to `new`: jobs whose timing is unchanged keep their next instant (so nothing
     /// due fires twice); new or changed ones compute it from now; running runs continue.
     pub(super) fn apply(&mut self, new: Config) {
@@ -75,6 +86,9 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
             self.slots.push(slot);
         }
         self.config = Arc::new(new);
+        if self.epoch.is_some() {
+            self.prepare_jobs();
+        }
         // Parsing a large file leaves megabytes of freed heap behind; an idle daemon
         // should not keep them.
         drop(old_config);

@@ -99,6 +99,7 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
             let after = last.map_or(now, |l| l.max(now));
             self.set_next(index, timeline::next_fire(&job, after, self.anchor));
         }
+        self.prepare_jobs();
         self.rebooted = true;
         if !batch.is_empty() {
             tracing::info!(

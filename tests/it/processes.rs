@@ -150,3 +150,21 @@ fn a_command_without_shell_syntax_runs_directly_as_the_shell_would_run_it() {
     assert!(missing.ends_with("no-such-program: not found"), "{missing}");
     daemon.wait_for(&["job=missing ", "run failed", "exited with code 127"]);
 }
+
+#[test]
+fn a_jobs_state_directory_is_made_before_its_first_run() {
+    let env = TestEnv::new()
+        .job("yearly", "0 0 1 1 *", "true")
+        .job("daily", "@daily", "true")
+        .write();
+    let mut daemon = env.daemon_with_env(&[("SCHEDCTL_LOG", "debug")]);
+    daemon.wait_for(&["made the jobs' directories ahead", "jobs=2"]);
+    for job in ["yearly", "daily"] {
+        assert!(
+            env.dir().join("schedctl.d/jobs").join(job).is_dir(),
+            "{job}"
+        );
+    }
+    assert_eq!(daemon.count(&["run started"]), 0);
+    daemon.stop();
+}
