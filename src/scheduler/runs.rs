@@ -11,7 +11,9 @@ use crate::clock::Clock;
 use crate::run::{RunId, RunOutcome, StopCause, Trigger};
 use crate::runner::{Ended, Executor, FollowEvent, RunHandle, RunSpec, StopRequest};
 use crate::service::Metrics;
-use crate::store::{Finish, Finished, Instance, NewTrigger, Store, StoreError, TriggerRow};
+use crate::store::{
+    Finish, Finished, Instance, NewTrigger, Started, Store, StoreError, TriggerRow,
+};
 
 /// What a run task tells the loop.
 #[derive(Debug)]
@@ -61,10 +63,15 @@ pub(super) async fn drive<C: Clock, E: Executor>(
                 .then(|| Duration::try_from(started_at.duration_since(spec.scheduled_for)).ok())
                 .flatten();
             ctx.metrics.run_started(lag);
-            let (me, epoch) = (Arc::clone(&ctx.me), ctx.epoch);
+            let started = Started {
+                run_id,
+                pid,
+                pid_start,
+                at: started_at,
+            };
             match ctx
                 .store
-                .call(move |db| db.mark_running(&me, epoch, run_id, pid, pid_start, started_at))
+                .mark_running(Arc::clone(&ctx.me), ctx.epoch, started)
                 .await
             {
                 Ok(()) => {}
@@ -164,10 +171,9 @@ async fn record_finish<C: Clock, E: Executor>(
     let limit = ctx.history_limit;
     let mut pause = Duration::from_secs(1);
     for attempt in 1..=4 {
-        let (f, r) = (finish.clone(), retry.clone());
         match ctx
             .store
-            .call(move |db| db.finish_run(&f, r.as_ref(), limit))
+            .finish_run(finish.clone(), retry.clone(), limit)
             .await
         {
             Ok(finished) => return finished,

@@ -93,6 +93,15 @@ pub enum Recorded {
     AlreadyDecided,
 }
 
+/// A run's process started: what `mark_running` records.
+#[derive(Clone, Debug)]
+pub struct Started {
+    pub run_id: RunId,
+    pub pid: u32,
+    pub pid_start: Option<i64>,
+    pub at: Timestamp,
+}
+
 /// The end of a run, as recorded.
 #[derive(Clone, Debug)]
 pub struct Finish {
@@ -223,7 +232,18 @@ pub trait Backend: Send + 'static {
         runs: &[NewRun],
         now: Timestamp,
     ) -> Result<Vec<Recorded>>;
-    /// `pending` to `running` with the process's identity, checking the epoch.
+    /// `pending` to `running` with each process's identity, in one transaction that checks
+    /// the epoch: all are recorded, or none.
+    fn mark_running_many(&mut self, me: &Instance, epoch: i64, runs: &[Started]) -> Result<()>;
+    /// Record runs' ends in one transaction: for each, its retry (if any), the job's history
+    /// pruned to `history_limit` finished runs, and the job paused if it reached
+    /// `pause_after` consecutive failures (then without the retry).
+    fn finish_runs(
+        &mut self,
+        runs: &[(Finish, Option<NewTrigger>)],
+        history_limit: u32,
+    ) -> Result<Vec<Finished>>;
+    /// [`Backend::mark_running_many`] for one run.
     fn mark_running(
         &mut self,
         me: &Instance,
@@ -232,16 +252,25 @@ pub trait Backend: Send + 'static {
         pid: u32,
         pid_start: Option<i64>,
         at: Timestamp,
-    ) -> Result<()>;
-    /// Record a run's end, add its retry (if any) in the same transaction, and prune the
-    /// job's history to `history_limit` finished runs; pause the job if it reached
-    /// `pause_after` consecutive failures (then without the retry).
+    ) -> Result<()> {
+        let started = Started {
+            run_id: run,
+            pid,
+            pid_start,
+            at,
+        };
+        self.mark_running_many(me, epoch, &[started])
+    }
+    /// [`Backend::finish_runs`] for one run.
     fn finish_run(
         &mut self,
         finish: &Finish,
         retry: Option<&NewTrigger>,
         history_limit: u32,
-    ) -> Result<Finished>;
+    ) -> Result<Finished> {
+        let mut done = self.finish_runs(&[(finish.clone(), retry.cloned())], history_limit)?;
+        Ok(done.pop().unwrap_or_default())
+    }
     /// Add a durable trigger (a run-now) and count a change.
     fn add_trigger(&mut self, trigger: &NewTrigger, now: Timestamp) -> Result<TriggerRow>;
     /// Where a trigger stands: None if there is no such trigger, Some(None) while pending,

@@ -1,21 +1,53 @@
 //! The store thread: runs backend calls one at a time, and, while this instance leads,
 //! renews the lease every `ttl / 3` on its own timer (a renewal costs one wake-up of this
 //! thread and nothing else). Losing the lease is reported to the loop at once.
+//!
+//! A run's two writes (started, finished) are group-committed: each stretch of one kind
+//! that is waiting is committed in one transaction, as every transaction takes locks and
+//! writes WAL frames. A run's end waits up to [`GATHER`] for others to come (recording an
+//! end a little later costs nothing); a start never waits, as its pid is what lets the
+//! next leader stop the process if this daemon dies.
 
+use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Backend, Instance, Result, StoreError};
+use super::{Backend, Finish, Finished, Instance, NewTrigger, Result, Started, StoreError};
 use crate::clock::Clock;
 
 type Call = Box<dyn FnOnce(&mut dyn Backend) + Send>;
+
+/// How long a run's end waits for more ends to commit with it.
+const GATHER: Duration = Duration::from_millis(3);
+/// The most run writes in one transaction.
+const MAX_GATHERED: usize = 512;
 
 enum Message {
     Call(Call),
     /// Start (Some) or stop (None) renewing the lease.
     Renew(Option<Renewal>),
+    /// A run's process started (`mark_running`).
+    Started {
+        me: Arc<Instance>,
+        epoch: i64,
+        started: Started,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    /// A run ended (`finish_run`).
+    Finished {
+        finish: Box<Finish>,
+        retry: Option<NewTrigger>,
+        history_limit: u32,
+        reply: oneshot::Sender<Result<Finished>>,
+    },
+}
+
+impl Message {
+    fn is_run_write(&self) -> bool {
+        matches!(self, Message::Started { .. } | Message::Finished { .. })
+    }
 }
 
 /// What to renew, whom to tell if it is lost, and whom to tell when the renewal notices
@@ -68,6 +100,44 @@ impl Store {
         rx.await.map_err(|_| StoreError::Gone)?
     }
 
+    /// Record that a run's process started (group-committed, fenced by `epoch`).
+    pub async fn mark_running(
+        &self,
+        me: Arc<Instance>,
+        epoch: i64,
+        started: Started,
+    ) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Message::Started {
+                me,
+                epoch,
+                started,
+                reply,
+            })
+            .map_err(|_| StoreError::Gone)?;
+        rx.await.map_err(|_| StoreError::Gone)?
+    }
+
+    /// Record a run's end with its retry (group-committed).
+    pub async fn finish_run(
+        &self,
+        finish: Finish,
+        retry: Option<NewTrigger>,
+        history_limit: u32,
+    ) -> Result<Finished> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Message::Finished {
+                finish: Box::new(finish),
+                retry,
+                history_limit,
+                reply,
+            })
+            .map_err(|_| StoreError::Gone)?;
+        rx.await.map_err(|_| StoreError::Gone)?
+    }
+
     /// Keep renewing this lease until told otherwise or until it is lost.
     pub fn renew(&self, renewal: Option<Renewal>) {
         let _ = self.tx.send(Message::Renew(renewal));
@@ -92,6 +162,20 @@ fn serve<C: Clock>(mut backend: Box<dyn Backend>, clock: C, rx: std_mpsc::Receiv
             },
         };
         match message {
+            Some(first) if first.is_run_write() => {
+                let gathered = gather(&rx, first);
+                write_gathered(&mut *backend, gathered, |backend, message| match message {
+                    Message::Call(call) => call(backend),
+                    Message::Renew(next) => {
+                        changes_seen = backend.changes().unwrap_or(0);
+                        renewal = next.map(|r| {
+                            let due = Instant::now() + r.ttl / 3;
+                            (r, due)
+                        });
+                    }
+                    Message::Started { .. } | Message::Finished { .. } => {}
+                });
+            }
             Some(Message::Call(call)) => call(&mut *backend),
             Some(Message::Renew(next)) => {
                 changes_seen = backend.changes().unwrap_or(0);
@@ -99,6 +183,9 @@ fn serve<C: Clock>(mut backend: Box<dyn Backend>, clock: C, rx: std_mpsc::Receiv
                     let due = Instant::now() + r.ttl / 3;
                     (r, due)
                 })
+            }
+            Some(Message::Started { .. } | Message::Finished { .. }) => {
+                unreachable!("run writes are handled above")
             }
             None => {
                 let Some((r, due)) = renewal.take() else {
@@ -134,5 +221,261 @@ fn serve<C: Clock>(mut backend: Box<dyn Backend>, clock: C, rx: std_mpsc::Receiv
                 }
             }
         }
+    }
+}
+
+/// `first` and the messages that follow it to be written with it: those already waiting,
+/// and, while only ends have come, those arriving within [`GATHER`].
+fn gather(rx: &std_mpsc::Receiver<Message>, first: Message) -> Vec<Message> {
+    let mut patient = matches!(first, Message::Finished { .. });
+    let until = Instant::now() + GATHER;
+    let mut gathered = vec![first];
+    while gathered.len() < MAX_GATHERED {
+        let next = if patient {
+            rx.recv_timeout(until.saturating_duration_since(Instant::now()))
+                .ok()
+        } else {
+            rx.try_recv().ok()
+        };
+        let Some(message) = next else { break };
+        patient &= matches!(message, Message::Finished { .. });
+        gathered.push(message);
+    }
+    gathered
+}
+
+/// Handle `messages` in arrival order: each stretch of run writes of one kind (and, for
+/// starts, one epoch) in one transaction, answered; any other message by `other`. A
+/// stretch that fails is written again one by one, so that each caller gets its own answer.
+fn write_gathered(
+    backend: &mut dyn Backend,
+    messages: Vec<Message>,
+    mut other: impl FnMut(&mut dyn Backend, Message),
+) {
+    let mut messages = messages.into_iter().peekable();
+    while let Some(message) = messages.next() {
+        match message {
+            Message::Started {
+                me,
+                epoch,
+                started,
+                reply,
+            } => {
+                let mut stretch = vec![(started, reply)];
+                while let Some(Message::Started { epoch: e, .. }) = messages.peek() {
+                    if *e != epoch {
+                        break;
+                    }
+                    let Some(Message::Started { started, reply, .. }) = messages.next() else {
+                        unreachable!()
+                    };
+                    stretch.push((started, reply));
+                }
+                let all: Vec<Started> = stretch.iter().map(|(s, _)| s.clone()).collect();
+                match backend.mark_running_many(&me, epoch, &all) {
+                    Ok(()) => stretch.into_iter().for_each(|(_, r)| {
+                        let _ = r.send(Ok(()));
+                    }),
+                    Err(StoreError::Fenced(e)) => stretch.into_iter().for_each(|(_, r)| {
+                        let _ = r.send(Err(StoreError::Fenced(e)));
+                    }),
+                    Err(_) => stretch.into_iter().for_each(|(s, r)| {
+                        let _ = r.send(backend.mark_running_many(&me, epoch, &[s]));
+                    }),
+                }
+            }
+            Message::Finished {
+                finish,
+                retry,
+                history_limit,
+                reply,
+            } => {
+                let mut stretch = vec![((*finish, retry), reply)];
+                while let Some(Message::Finished {
+                    history_limit: h, ..
+                }) = messages.peek()
+                {
+                    if *h != history_limit {
+                        break;
+                    }
+                    let Some(Message::Finished {
+                        finish,
+                        retry,
+                        reply,
+                        ..
+                    }) = messages.next()
+                    else {
+                        unreachable!()
+                    };
+                    stretch.push(((*finish, retry), reply));
+                }
+                let (runs, replies): (Vec<_>, Vec<_>) = stretch.into_iter().unzip();
+                match backend.finish_runs(&runs, history_limit) {
+                    Ok(done) => {
+                        for (finished, reply) in done.into_iter().zip(replies) {
+                            let _ = reply.send(Ok(finished));
+                        }
+                    }
+                    Err(_) => {
+                        for (run, reply) in runs.into_iter().zip(replies) {
+                            let one = backend
+                                .finish_runs(std::slice::from_ref(&run), history_limit)
+                                .map(|mut d| d.pop().unwrap_or_default());
+                            let _ = reply.send(one);
+                        }
+                    }
+                }
+            }
+            message => other(backend, message),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::{RunId, Trigger};
+    use crate::store::{NewRun, Recorded, Sqlite};
+
+    fn t(s: &str) -> jiff::Timestamp {
+        s.parse().expect("timestamp")
+    }
+
+    fn me() -> Instance {
+        Instance {
+            id: "me".into(),
+            host: "host".into(),
+            pid: 1,
+            pid_start: None,
+            boot_id: "boot".into(),
+            started_at: t("2026-11-24T10:00:00Z"),
+        }
+    }
+
+    /// A leader's database with `n` runs of job `j` recorded as pending.
+    fn with_runs(n: usize) -> (Sqlite, i64, Vec<RunId>) {
+        let mut db = Sqlite::in_memory();
+        let now = t("2026-11-24T11:00:00Z");
+        let epoch = db
+            .take_lease(&me(), None, Duration::from_secs(45), now)
+            .expect("lease")
+            .expect("taken")
+            .epoch;
+        let runs: Vec<NewRun> = (0..n)
+            .map(|i| NewRun {
+                job: "j".into(),
+                scheduled_for: now + jiff::SignedDuration::from_secs(i as i64),
+                trigger: Trigger::Schedule,
+                attempt: 1,
+                skipped: None,
+                trigger_id: None,
+            })
+            .collect();
+        let ids = db
+            .record_runs(&me(), epoch, &runs, now)
+            .expect("record")
+            .into_iter()
+            .map(|r| match r {
+                Recorded::Created(id) => id,
+                Recorded::AlreadyDecided => panic!("decided twice"),
+            })
+            .collect();
+        (db, epoch, ids)
+    }
+
+    fn started(epoch: i64, run_id: RunId) -> (Message, oneshot::Receiver<Result<()>>) {
+        let (reply, rx) = oneshot::channel();
+        let started = Started {
+            run_id,
+            pid: 7,
+            pid_start: None,
+            at: t("2026-11-24T11:00:01Z"),
+        };
+        let me = Arc::new(me());
+        (
+            Message::Started {
+                me,
+                epoch,
+                started,
+                reply,
+            },
+            rx,
+        )
+    }
+
+    fn finished(run_id: RunId) -> (Message, oneshot::Receiver<Result<Finished>>) {
+        let (reply, rx) = oneshot::channel();
+        let finish = Finish {
+            run_id,
+            job: "j".into(),
+            state: "succeeded",
+            started_at: None,
+            ended_at: t("2026-11-24T11:00:02Z"),
+            exit_code: Some(0),
+            signal: None,
+            reason: None,
+            output_tail: Vec::new(),
+            result: None,
+            success: true,
+            pause_after: None,
+        };
+        let message = Message::Finished {
+            finish: Box::new(finish),
+            retry: None,
+            history_limit: 100,
+            reply,
+        };
+        (message, rx)
+    }
+
+    #[test]
+    fn gathered_run_writes_commit_in_arrival_order_and_answer_each_caller() {
+        let (mut db, epoch, ids) = with_runs(3);
+        let (s0, r0) = started(epoch, ids[0]);
+        let (s1, r1) = started(epoch, ids[1]);
+        let (f0, rf0) = finished(ids[0]);
+        let (seen_tx, seen_rx) = std::sync::mpsc::channel();
+        let first = ids[0];
+        let read: Call = Box::new(move |db| {
+            let state = db.run(first).expect("read").expect("run").state;
+            let _ = seen_tx.send(state);
+        });
+        let messages = vec![s0, s1, Message::Call(read), f0];
+        write_gathered(&mut db, messages, |db, m| {
+            if let Message::Call(call) = m {
+                call(db);
+            }
+        });
+        assert!(r0.blocking_recv().expect("answer").is_ok());
+        assert!(r1.blocking_recv().expect("answer").is_ok());
+        assert!(rf0.blocking_recv().expect("answer").is_ok());
+        assert_eq!(
+            seen_rx.recv().expect("the read ran"),
+            "running",
+            "the read came after the starts and before the end"
+        );
+        let state = |db: &mut Sqlite, id| db.run(id).expect("read").expect("run").state;
+        assert_eq!(state(&mut db, ids[0]), "succeeded");
+        assert_eq!(state(&mut db, ids[1]), "running");
+        assert_eq!(state(&mut db, ids[2]), "pending");
+    }
+
+    #[test]
+    fn a_fenced_stretch_of_starts_answers_every_caller_fenced() {
+        let (mut db, epoch, ids) = with_runs(2);
+        let (s0, r0) = started(epoch + 1, ids[0]);
+        let (s1, r1) = started(epoch + 1, ids[1]);
+        write_gathered(&mut db, vec![s0, s1], |_, _| {});
+        for rx in [r0, r1] {
+            assert!(matches!(
+                rx.blocking_recv().expect("answer"),
+                Err(StoreError::Fenced(_))
+            ));
+        }
+        assert_eq!(
+            db.run(ids[0]).expect("read").expect("run").state,
+            "pending",
+            "nothing recorded"
+        );
     }
 }

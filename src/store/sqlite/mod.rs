@@ -11,8 +11,8 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::{
     Abandon, Backend, Finish, Finished, Instance, InstanceRow, JobState, Lease, NewRun, NewTrigger,
-    Recorded, Result, RunOutputRecord, RunRecord, StoreError, TriggerRow, from_millis, schema,
-    to_millis, trigger_from_str,
+    Recorded, Result, RunOutputRecord, RunRecord, Started, StoreError, TriggerRow, from_millis,
+    schema, to_millis, trigger_from_str,
 };
 use crate::run::{RunId, Trigger};
 
@@ -196,6 +196,63 @@ impl Sqlite {
             _ => Err(StoreError::Fenced(epoch)),
         }
     }
+}
+
+/// Record one run's end inside `tx`: see [`Backend::finish_runs`].
+fn finish_one(
+    tx: &rusqlite::Transaction<'_>,
+    f: &Finish,
+    retry: Option<&NewTrigger>,
+    history_limit: u32,
+) -> Result<Finished> {
+    let changed = tx
+        .prepare_cached(
+            "UPDATE runs SET state = ?2, started_at = coalesce(started_at, ?3), ended_at = ?4,
+               exit_code = ?5, signal = ?6, reason = ?7, output_tail = ?8, result = ?9
+             WHERE id = ?1 AND state IN ('pending', 'running')",
+        )?
+        .execute(params![
+            f.run_id.0,
+            f.state,
+            f.started_at.map(to_millis),
+            to_millis(f.ended_at),
+            f.exit_code,
+            f.signal,
+            f.reason,
+            f.output_tail,
+            f.result,
+        ])?;
+    if changed > 0 {
+        tx.prepare_cached(
+            "INSERT INTO job_state (job, consecutive_failures) VALUES (?1, ?2)
+             ON CONFLICT (job) DO UPDATE SET consecutive_failures =
+               CASE WHEN ?3 THEN 0 ELSE consecutive_failures + 1 END",
+        )?
+        .execute(params![f.job, u32::from(!f.success), f.success])?;
+        tx.prepare_cached(
+            "DELETE FROM runs WHERE job = ?1 AND state NOT IN ('pending', 'running') AND id <= (
+               SELECT id FROM runs WHERE job = ?1 AND state NOT IN ('pending', 'running')
+               ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+        )?
+        .execute(params![f.job, history_limit])?;
+    }
+    let mut paused = false;
+    if let (true, Some(limit)) = (changed > 0 && !f.success, f.pause_after) {
+        let reason = format!("paused after {limit} consecutive failed runs");
+        paused = tx
+            .prepare_cached(
+                "UPDATE job_state SET paused = 1, paused_reason = ?3
+                 WHERE job = ?1 AND paused = 0 AND consecutive_failures >= ?2",
+            )?
+            .execute(params![f.job, limit, reason])?
+            > 0;
+    }
+    // A job that is paused now gets no retry.
+    let retry = match retry {
+        Some(t) if changed > 0 && !paused => Some(insert_trigger(tx, t, f.ended_at)?),
+        _ => None,
+    };
+    Ok(Finished { retry, paused })
 }
 
 fn has_sqlite_header(path: &Path) -> bool {
@@ -525,90 +582,43 @@ impl Backend for Sqlite {
         Ok(out)
     }
 
-    fn mark_running(
-        &mut self,
-        me: &Instance,
-        epoch: i64,
-        run: RunId,
-        pid: u32,
-        pid_start: Option<i64>,
-        at: Timestamp,
-    ) -> Result<()> {
+    fn mark_running_many(&mut self, me: &Instance, epoch: i64, runs: &[Started]) -> Result<()> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         Self::check_epoch(&tx, me, epoch)?;
-        tx.prepare_cached(
-            "UPDATE runs
-             SET state = 'running', pid = ?2, pid_start = ?3, started_at = ?4
-             WHERE id = ?1 AND state = 'pending'",
-        )?
-        .execute(params![run.0, pid, pid_start, to_millis(at)])?;
+        {
+            let mut update = tx.prepare_cached(
+                "UPDATE runs SET state = 'running', pid = ?2, pid_start = ?3, started_at = ?4
+                 WHERE id = ?1 AND state = 'pending'",
+            )?;
+            for run in runs {
+                update.execute(params![
+                    run.run_id.0,
+                    run.pid,
+                    run.pid_start,
+                    to_millis(run.at)
+                ])?;
+            }
+        }
         tx.commit()?;
         Ok(())
     }
 
-    fn finish_run(
+    fn finish_runs(
         &mut self,
-        f: &Finish,
-        retry: Option<&NewTrigger>,
+        runs: &[(Finish, Option<NewTrigger>)],
         history_limit: u32,
-    ) -> Result<Finished> {
+    ) -> Result<Vec<Finished>> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let changed = tx.prepare_cached(
-            "UPDATE runs SET state = ?2, started_at = coalesce(started_at, ?3), ended_at = ?4, exit_code = ?5,
-               signal = ?6, reason = ?7, output_tail = ?8, result = ?9
-             WHERE id = ?1 AND state IN ('pending', 'running')",
-)?
-.execute(
-            params![
-                f.run_id.0,
-                f.state,
-                f.started_at.map(to_millis),
-                to_millis(f.ended_at),
-                f.exit_code,
-                f.signal,
-                f.reason,
-                f.output_tail,
-                f.result,
-            ],
-        )?;
-        if changed > 0 {
-            tx.prepare_cached(
-                "INSERT INTO job_state (job, consecutive_failures) VALUES (?1, ?2)
-                 ON CONFLICT (job) DO UPDATE SET consecutive_failures =
-                   CASE WHEN ?3 THEN 0 ELSE consecutive_failures + 1 END",
-            )?
-            .execute(params![f.job, u32::from(!f.success), f.success])?;
-            tx.prepare_cached(
-                "DELETE FROM runs WHERE job = ?1 AND state NOT IN ('pending', 'running') AND id <= (
-                   SELECT id FROM runs WHERE job = ?1 AND state NOT IN ('pending', 'running')
-                   ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-)?
-.execute(
-                params![f.job, history_limit],
-            )?;
-        }
-        let mut paused = false;
-        if let (true, Some(limit)) = (changed > 0 && !f.success, f.pause_after) {
-            let reason = format!("paused after {limit} consecutive failed runs");
-            paused = tx
-                .prepare_cached(
-                    "UPDATE job_state SET paused = 1, paused_reason = ?3
-                 WHERE job = ?1 AND paused = 0 AND consecutive_failures >= ?2",
-                )?
-                .execute(params![f.job, limit, reason])?
-                > 0;
-        }
-        // A job that is paused now gets no retry.
-        let retry = match retry {
-            Some(t) if changed > 0 && !paused => Some(insert_trigger(&tx, t, f.ended_at)?),
-            _ => None,
-        };
+        let finished = runs
+            .iter()
+            .map(|(f, retry)| finish_one(&tx, f, retry.as_ref(), history_limit))
+            .collect::<Result<Vec<_>>>()?;
         tx.commit()?;
-        Ok(Finished { retry, paused })
+        Ok(finished)
     }
 
     fn add_trigger(&mut self, trigger: &NewTrigger, now: Timestamp) -> Result<TriggerRow> {
