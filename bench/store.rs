@@ -15,7 +15,10 @@ use schedctl::store::{Backend, Finish, NewRun, Recorded, Sqlite, Started};
 
 fn main() {
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
-    let dir = PathBuf::from(args.next().unwrap_or_else(|| "/tmp/schedbench/store".to_owned()));
+    let dir = PathBuf::from(
+        args.next()
+            .unwrap_or_else(|| "/tmp/schedbench/store".to_owned()),
+    );
     let secs: f64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(3.0);
     std::fs::create_dir_all(&dir).expect("create the bench directory");
     for batch in [1usize, 10, 100, 1000] {

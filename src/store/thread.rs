@@ -2,13 +2,11 @@
 //! renews the lease every `ttl / 3` on its own timer (a renewal costs one wake-up of this
 //! thread and nothing else). Losing the lease is reported to the loop at once.
 //!
-//! A run's two writes (started, finished) are group-committed: the starts waiting or
-//! arriving within [`GATHER`] are committed in one transaction, and the ends likewise, as
-//! every transaction takes locks and writes WAL frames (1,000 runs due at one instant took
-//! ~740 start and ~220 end transactions when a start was written as soon as it came and
-//! each stretch of one kind was its own transaction; ~100 of each now). A start
-//! recorded a few milliseconds later only widens, by as much, the window in which a daemon
-//! that dies leaves a run without the pid the next leader needs to stop it.
+//! A run's two writes (started, finished) are group-committed: of the messages waiting,
+//! all starts are committed in one transaction and all ends in another, as every
+//! transaction takes locks and writes WAL frames. A run's end waits up to [`GATHER`] for
+//! others to come (recording an end a little later costs nothing); a start never waits,
+//! as its pid is what lets the next leader stop the process if this daemon dies.
 
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
@@ -226,16 +224,22 @@ fn serve<C: Clock>(mut backend: Box<dyn Backend>, clock: C, rx: std_mpsc::Receiv
     }
 }
 
-/// `first` and the messages that follow it to be written with it: those already waiting
-/// and those arriving within [`GATHER`].
+/// `first` and the messages that follow it to be written with it: those already waiting,
+/// and, while only ends have come, those arriving within [`GATHER`]. A start never waits:
+/// its pid is what lets the next leader stop the process if this daemon dies.
 fn gather(rx: &std_mpsc::Receiver<Message>, first: Message) -> Vec<Message> {
+    let mut patient = matches!(first, Message::Finished { .. });
     let until = Instant::now() + GATHER;
     let mut gathered = vec![first];
     while gathered.len() < MAX_GATHERED {
-        let wait = until.saturating_duration_since(Instant::now());
-        let Ok(message) = rx.recv_timeout(wait) else {
-            break;
+        let next = if patient {
+            rx.recv_timeout(until.saturating_duration_since(Instant::now()))
+                .ok()
+        } else {
+            rx.try_recv().ok()
         };
+        let Some(message) = next else { break };
+        patient &= matches!(message, Message::Finished { .. });
         gathered.push(message);
     }
     gathered
@@ -307,7 +311,10 @@ fn write_gathered(
 }
 
 type StartReply = (Started, oneshot::Sender<Result<()>>);
-type EndReply = ((Finish, Option<NewTrigger>), oneshot::Sender<Result<Finished>>);
+type EndReply = (
+    (Finish, Option<NewTrigger>),
+    oneshot::Sender<Result<Finished>>,
+);
 
 enum Slot {
     Starts(usize),
