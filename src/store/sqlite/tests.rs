@@ -74,6 +74,22 @@ fn reopening_keeps_data_and_does_not_migrate_twice() {
 }
 
 #[test]
+fn a_new_file_is_created_without_fsyncs_and_then_runs_with_synchronous_normal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("state.db");
+    let synchronous = |db: &Sqlite| -> i64 {
+        db.conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .expect("synchronous")
+    };
+    let db = Sqlite::open(&path).expect("create");
+    assert_eq!(synchronous(&db), 1, "NORMAL once created");
+    drop(db);
+    let db = Sqlite::open(&path).expect("reopen");
+    assert_eq!(synchronous(&db), 1, "NORMAL when reopened");
+}
+
+#[test]
 fn bad_state_paths_are_refused_with_the_path_and_the_fix_and_left_untouched() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
