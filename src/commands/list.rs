@@ -143,7 +143,7 @@ pub fn render(lines: &[JobLine], now: Timestamp, look: view::Look) -> String {
             .map_or_else(|| "-".to_owned(), |r| last_cell(r, now));
         table.row(vec![
             job.name.to_string(),
-            job.schedule_text.clone(),
+            job.schedule_text.to_string(),
             job.zone.name.to_string(),
             next,
             last,
@@ -181,7 +181,7 @@ pub fn to_json(lines: &[JobLine]) -> Value {
                 let job = &line.job;
                 json!({
                     "job": &*job.name,
-                    "schedule": job.schedule_text,
+                    "schedule": &*job.schedule_text,
                     "timezone": &*job.zone.name,
                     "enabled": job.settings.enabled,
                     "paused": line.paused.is_some(),

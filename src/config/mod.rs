@@ -117,7 +117,8 @@ pub struct Job {
     pub name: JobName,
     pub timing: Timing,
     /// The schedule as written (`at` times as `at TIME`), for display.
-    pub schedule_text: String,
+    /// Shared by the jobs whose schedules read the same.
+    pub schedule_text: Arc<str>,
     pub command: CommandLine,
     pub zone: Zone,
     /// How it runs: shared by every job with the same settings (all the jobs that take
@@ -186,9 +187,9 @@ pub const CATCH_UP_ALL_LIMIT: usize = 100;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CommandLine {
     /// A string, run through `/bin/sh -c`.
-    Shell(String),
+    Shell(Box<str>),
     /// An array, executed directly (PATH lookup, no shell).
-    Exec(Vec<String>),
+    Exec(Box<[String]>),
 }
 
 impl std::fmt::Display for CommandLine {

@@ -46,7 +46,7 @@ pub fn spawn(
                 return Ok(process);
             }
             let mut c = std::process::Command::new("/bin/sh");
-            c.arg("-c").arg(script);
+            c.arg("-c").arg(&**script);
             c
         }
         CommandLine::Exec(argv) => {

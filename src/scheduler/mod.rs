@@ -50,16 +50,21 @@ struct Slot {
     /// Runs of this job started by this instance that have not finished.
     running: u32,
     /// Runs of this job owned by another live instance (pid, start time), from a takeover.
-    foreign: Vec<(u32, Option<i64>)>,
+    /// Rare, so boxed: a slot is kept per job.
+    foreign: Option<Box<Vec<(u32, Option<i64>)>>>,
     /// Paused (`schedctl pause`, or `max_failures`): its instants are recorded as skipped.
     paused: bool,
 }
 
 impl Slot {
     fn busy(&mut self) -> bool {
-        self.foreign
-            .retain(|&(pid, start)| procinfo::process_matches(pid, start));
-        self.running > 0 || !self.foreign.is_empty()
+        if let Some(foreign) = &mut self.foreign {
+            foreign.retain(|&(pid, start)| procinfo::process_matches(pid, start));
+            if foreign.is_empty() {
+                self.foreign = None;
+            }
+        }
+        self.running > 0 || self.foreign.is_some()
     }
 }
 
@@ -244,7 +249,7 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
         self.trigger_rows.clear();
         for slot in &mut self.slots {
             slot.next = None;
-            slot.foreign.clear();
+            slot.foreign = None;
         }
     }
 

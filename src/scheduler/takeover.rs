@@ -136,7 +136,10 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
             if owner_alive != Some(false) {
                 // Its daemon still follows it (or lives on another host): it counts for overlap.
                 if let (Some(index), Some(pid)) = (index, run.pid) {
-                    self.slots[index].foreign.push((pid, run.pid_start));
+                    self.slots[index]
+                        .foreign
+                        .get_or_insert_default()
+                        .push((pid, run.pid_start));
                 }
                 continue;
             }

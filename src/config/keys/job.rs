@@ -314,7 +314,7 @@ impl Checker<'_> {
         Some(Job {
             name: name.into(),
             timing,
-            schedule_text,
+            schedule_text: self.shared_text(schedule_text),
             command,
             zone,
             settings: self.intern(settings),
@@ -328,7 +328,7 @@ fn command(value: &DeValue<'_>) -> Result<CommandLine, String> {
             Err("the command must not be empty".to_owned())
         }
         DeValue::String(s) if s.contains('\0') => Err("the command contains a NUL byte".to_owned()),
-        DeValue::String(s) => Ok(CommandLine::Shell(s.to_string())),
+        DeValue::String(s) => Ok(CommandLine::Shell(s.as_ref().into())),
         DeValue::Array(items) => {
             let mut argv = Vec::with_capacity(items.len());
             for item in items.iter() {
@@ -350,7 +350,7 @@ fn command(value: &DeValue<'_>) -> Result<CommandLine, String> {
                 Some(program) if program.is_empty() => {
                     Err("the program name must not be empty".to_owned())
                 }
-                Some(_) => Ok(CommandLine::Exec(argv)),
+                Some(_) => Ok(CommandLine::Exec(argv.into())),
             }
         }
         other => Err(format!(

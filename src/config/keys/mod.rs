@@ -36,6 +36,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         src,
         zones: HashMap::new(),
         settings: HashSet::new(),
+        texts: HashSet::new(),
         base_dir,
     };
 
@@ -79,8 +80,9 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     let defaults = defaults
         .map(|t| checker.job_keys(&Section::Defaults, t))
         .unwrap_or_default();
-    let mut out = Vec::new();
-    for entry in jobs.map(source::entries).unwrap_or_default() {
+    let entries = jobs.map(source::entries).unwrap_or_default();
+    let mut out = Vec::with_capacity(entries.len());
+    for entry in entries {
         if let Some(job) = checker.job(&entry, &defaults, &daemon.timezone) {
             out.push(Arc::new(job));
         }
@@ -101,6 +103,8 @@ struct Checker<'a> {
     zones: HashMap<String, Result<Zone, String>>,
     /// One of each distinct job `Settings`, shared by the jobs that have them.
     settings: HashSet<Arc<Settings>>,
+    /// One of each distinct schedule text, likewise.
+    texts: HashSet<Arc<str>>,
     base_dir: PathBuf,
 }
 
@@ -112,6 +116,16 @@ impl Checker<'_> {
         }
         let shared = Arc::new(settings);
         self.settings.insert(Arc::clone(&shared));
+        shared
+    }
+
+    /// The shared copy of a schedule's text.
+    fn shared_text(&mut self, text: String) -> Arc<str> {
+        if let Some(shared) = self.texts.get(text.as_str()) {
+            return Arc::clone(shared);
+        }
+        let shared: Arc<str> = text.into();
+        self.texts.insert(Arc::clone(&shared));
         shared
     }
 
