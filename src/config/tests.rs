@@ -96,11 +96,14 @@ enabled = false
     let report = config.job("report").expect("report");
     assert_eq!(
         report.command,
-        CommandLine::Exec(vec![
-            "/usr/bin/report".into(),
-            "--month".into(),
-            "11".into()
-        ])
+        CommandLine::Exec(
+            vec![
+                "/usr/bin/report".to_owned(),
+                "--month".to_owned(),
+                "11".to_owned()
+            ]
+            .into()
+        )
     );
     assert_eq!(
         &*report.zone.name, "Europe/Berlin",
@@ -265,8 +268,8 @@ fn defaults_are_validated_once_and_fill_every_job() {
     );
 
     let ok = check("[defaults]\ncommand = \"true\"\nschedule = \"@hourly\"\n[jobs.a]\n[jobs.b]\nschedule = \"@daily\"\n").expect("valid");
-    assert_eq!(ok.job("a").expect("a").schedule_text, "@hourly");
-    assert_eq!(ok.job("b").expect("b").schedule_text, "@daily");
+    assert_eq!(&*ok.job("a").expect("a").schedule_text, "@hourly");
+    assert_eq!(&*ok.job("b").expect("b").schedule_text, "@daily");
 }
 
 #[test]

@@ -51,10 +51,13 @@ struct Slot {
     running: u32,
     /// Runs of this job owned by another live instance (pid, start time), from a takeover.
     /// Rare, so boxed: a slot is kept per job.
-    foreign: Option<Box<Vec<(u32, Option<i64>)>>>,
+    foreign: Option<Box<Vec<ForeignRun>>>,
     /// Paused (`schedctl pause`, or `max_failures`): its instants are recorded as skipped.
     paused: bool,
 }
+
+/// A process of another instance's run: pid and start time.
+type ForeignRun = (u32, Option<i64>);
 
 impl Slot {
     fn busy(&mut self) -> bool {
