@@ -3,6 +3,7 @@
 
 mod keys;
 mod source;
+mod split;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -84,6 +84,9 @@ pub struct Source<'a> {
     text: &'a str,
     line_starts: Vec<usize>,
     errors: Vec<ConfigError>,
+    /// Where in `text` the spans given to [`Source::error`] start counting: the offset of
+    /// the part of the file whose values are being checked (see `split`).
+    base: usize,
 }
 
 impl<'a> Source<'a> {
@@ -94,7 +97,14 @@ impl<'a> Source<'a> {
             text,
             line_starts,
             errors: Vec::new(),
+            base: 0,
         }
+    }
+
+    /// Spans from now on are relative to `base`: the values checked next come from the
+    /// part of the file that starts there.
+    pub fn set_base(&mut self, base: usize) {
+        self.base = base;
     }
 
     /// 1-based line and column (in characters) of a byte offset.
@@ -116,7 +126,7 @@ impl<'a> Source<'a> {
         key: Option<&str>,
         message: impl Into<String>,
     ) {
-        let (line, col) = self.position(span.start);
+        let (line, col) = self.position(self.base + span.start);
         self.errors.push(ConfigError {
             line,
             col,

@@ -382,3 +382,88 @@ fn jobs_with_the_same_settings_share_one_copy() {
     assert_eq!(settings[2].timeout, Some(Duration::from_secs(60)));
     assert_eq!(settings[0].kill_grace, Duration::from_secs(5));
 }
+
+/// A file large enough to be parsed in two parts (see `split`), with `edit` applied to
+/// the line of one job in each half.
+fn large_file(edit: impl Fn(usize, String) -> String) -> String {
+    let mut text = String::from("[daemon]\ntimezone = \"UTC\"\n\n[defaults]\ntimeout = \"1h\"\n\n");
+    for i in 0..4000 {
+        let job = format!(
+            "[jobs.j{i:04}]\nschedule = \"{} 3 * * *\"\ncommand = \"echo {i}\"\n",
+            i % 60
+        );
+        text.push_str(&edit(i, job));
+    }
+    text
+}
+
+fn line_of(text: &str, needle: &str) -> usize {
+    let at = text.find(needle).expect("needle in the text");
+    text[..at].matches('\n').count() + 1
+}
+
+#[test]
+fn a_large_file_parsed_in_two_parts_holds_every_job_with_its_settings() {
+    let text = large_file(|_, job| job);
+    assert!(split::cut(&text).is_some(), "the test file is cut");
+    let config = check(&text).expect("valid");
+    assert_eq!(config.jobs.len(), 4000);
+    for name in ["j0000", "j1999", "j3999"] {
+        let job = config.job(name).expect("job");
+        assert_eq!(
+            job.settings.timeout,
+            Some(Duration::from_secs(3600)),
+            "{name}"
+        );
+        assert_eq!(&*job.zone.name, "UTC", "{name}");
+    }
+    assert_eq!(
+        config.job("j3999").expect("j3999").command,
+        CommandLine::Shell("echo 3999".into())
+    );
+}
+
+#[test]
+fn errors_in_both_parts_of_a_large_file_name_their_own_lines() {
+    let text = large_file(|i, job| match i {
+        10 | 3900 => job.replace("3 * * *\"", "3 * * * * * *\""),
+        3950 => job.replace("command", "comand"),
+        _ => job,
+    });
+    assert!(split::cut(&text).is_some(), "the test file is cut");
+    let first = line_of(&text, "[jobs.j0010]") + 1;
+    let second = line_of(&text, "[jobs.j3900]") + 1;
+    let typo = line_of(&text, "comand");
+    let fields = "expected 5 fields (minute hour day-of-month month day-of-week) or 6 with leading seconds, found 8";
+    assert_eq!(
+        errors(&text),
+        vec![
+            format!("/etc/schedctl/jobs.toml:{first}:12: job `j0010`: key `schedule`: {fields}"),
+            format!("/etc/schedctl/jobs.toml:{second}:12: job `j3900`: key `schedule`: {fields}"),
+            format!(
+                "/etc/schedctl/jobs.toml:{}:7: job `j3950`: missing key `command`",
+                typo - 2
+            ),
+            format!(
+                "/etc/schedctl/jobs.toml:{typo}:1: job `j3950`: key `comand`: unknown key (did you mean `command`?)"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn a_syntax_error_in_the_second_part_of_a_large_file_is_found_as_in_one_pass() {
+    let text = large_file(|i, job| {
+        if i == 3000 {
+            job.replace("command = \"echo 3000\"", "command = \"echo 3000")
+        } else {
+            job
+        }
+    });
+    let line = line_of(&text, "command = \"echo 3000\n");
+    let found = errors(&text);
+    assert!(
+        found[0].starts_with(&format!("/etc/schedctl/jobs.toml:{line}:")),
+        "{found:?}"
+    );
+}

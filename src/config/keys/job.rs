@@ -2,6 +2,7 @@
 //! its own keys over the defaults.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use toml::de::{DeTable, DeValue};
 
@@ -48,7 +49,7 @@ const MAX_RETRIES: u64 = 1000;
 #[derive(Clone, Default)]
 pub(super) struct JobKeys {
     seen: Vec<&'static str>,
-    schedule: Option<(Schedule, String)>,
+    schedule: Option<(Schedule, Arc<str>)>,
     at: Option<At>,
     command: Option<CommandLine>,
     timezone: Option<Zone>,
@@ -80,11 +81,9 @@ impl Checker<'_> {
             let key = entry.name();
             let value = entry.value.get_ref();
             let result = match key {
-                "schedule" => source::string(value).and_then(|text| {
-                    let schedule = Schedule::parse(text).map_err(|e| e.to_string())?;
-                    keys.schedule = Some((schedule, text.to_owned()));
-                    Ok(())
-                }),
+                "schedule" => source::string(value)
+                    .and_then(|text| self.schedule(text))
+                    .map(|s| keys.schedule = Some(s)),
                 "at" => at(value).map(|a| keys.at = Some(a)),
                 "command" => command(value).map(|c| keys.command = Some(c)),
                 "timezone" => source::string(value)
@@ -256,7 +255,7 @@ impl Checker<'_> {
                 .to_zoned_datetime(zone.tz.clone())
                 .strftime("%Y-%m-%dT%H:%M:%S%:z")
                 .to_string();
-            (Timing::At(instant), format!("at {shown}"))
+            (Timing::At(instant), self.shared_text(format!("at {shown}")))
         } else {
             let (schedule, text) = own.schedule.take().or_else(|| defaults.schedule.clone())?;
             (Timing::Schedule(schedule), text)
@@ -314,7 +313,7 @@ impl Checker<'_> {
         Some(Job {
             name: name.into(),
             timing,
-            schedule_text: self.shared_text(schedule_text),
+            schedule_text,
             command,
             zone,
             settings: self.intern(settings),

@@ -9,45 +9,52 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use toml::de::DeTable;
+use toml::Spanned;
+use toml::de::{DeTable, Error as ParseError};
 
 use super::source::{self, ConfigErrors, Entry, Section, Source};
+use super::split;
 use super::{Config, Settings, Zone};
+use crate::schedule::Schedule;
 
 pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     let file = path.display().to_string();
     let mut src = Source::new(text);
-    let (root, syntax_errors) = DeTable::parse_recoverable(text);
-    if !syntax_errors.is_empty() {
-        // Semantic checks on a half-parsed file would only add noise.
-        for e in syntax_errors {
-            let span = e.span().unwrap_or(0..0);
-            src.error(
-                span,
-                &Section::File,
-                None,
-                e.message().trim().to_lowercase(),
-            );
+    let parts = match parse_parts(text) {
+        Ok(parts) => parts,
+        Err(syntax_errors) => {
+            // Semantic checks on a half-parsed file would only add noise.
+            for e in syntax_errors {
+                let span = e.span().unwrap_or(0..0);
+                src.error(
+                    span,
+                    &Section::File,
+                    None,
+                    e.message().trim().to_lowercase(),
+                );
+            }
+            return Err(src.into_errors(file));
         }
-        return Err(src.into_errors(file));
-    }
+    };
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut checker = Checker {
         src,
         zones: HashMap::new(),
         settings: HashSet::new(),
+        last_settings: None,
         texts: HashSet::new(),
+        schedules: HashMap::new(),
         base_dir,
     };
 
-    let (mut daemon, mut defaults, mut jobs) = (None, None, None);
-    for entry in source::entries(root.get_ref()) {
-        let slot = match entry.name() {
-            "daemon" => &mut daemon,
-            "defaults" => &mut defaults,
-            "jobs" => &mut jobs,
-            other => {
-                let hint = if other == "job" {
+    // Each table with the offset of the part of the file it was parsed from.
+    let (mut daemon, mut defaults, mut jobs) = (None, None, Vec::new());
+    for (root, base) in &parts {
+        checker.src.set_base(*base);
+        for entry in source::entries(root.get_ref()) {
+            let name = entry.name();
+            if !matches!(name, "daemon" | "defaults" | "jobs") {
+                let hint = if name == "job" {
                     " (jobs are tables named [jobs.NAME])".to_owned()
                 } else {
                     " (expected [daemon], [defaults] or [jobs.NAME])".to_owned()
@@ -56,35 +63,46 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
                     entry.key.span(),
                     &Section::File,
                     None,
-                    format!("unknown table `{other}`{hint}"),
+                    format!("unknown table `{name}`{hint}"),
                 );
                 continue;
             }
-        };
-        match entry.value.get_ref().as_table() {
-            Some(table) => *slot = Some(table),
-            None => checker.src.error(
-                entry.value.span(),
-                &Section::File,
-                None,
-                format!(
-                    "`{}` must be a table, found {}",
-                    entry.name(),
-                    source::describe(entry.value.get_ref())
-                ),
-            ),
+            let Some(table) = entry.value.get_ref().as_table() else {
+                checker.src.error(
+                    entry.value.span(),
+                    &Section::File,
+                    None,
+                    format!(
+                        "`{name}` must be a table, found {}",
+                        source::describe(entry.value.get_ref())
+                    ),
+                );
+                continue;
+            };
+            match name {
+                "daemon" => daemon = Some((table, *base)),
+                "defaults" => defaults = Some((table, *base)),
+                _ => jobs.push((table, *base)),
+            }
         }
     }
 
-    let daemon = checker.daemon(daemon);
-    let defaults = defaults
-        .map(|t| checker.job_keys(&Section::Defaults, t))
-        .unwrap_or_default();
-    let entries = jobs.map(source::entries).unwrap_or_default();
-    let mut out = Vec::with_capacity(entries.len());
-    for entry in entries {
-        if let Some(job) = checker.job(&entry, &defaults, &daemon.timezone) {
-            out.push(Arc::new(job));
+    checker.src.set_base(daemon.map_or(0, |(_, base)| base));
+    let daemon = checker.daemon(daemon.map(|(table, _)| table));
+    let defaults = match defaults {
+        Some((table, base)) => {
+            checker.src.set_base(base);
+            checker.job_keys(&Section::Defaults, table)
+        }
+        None => job::JobKeys::default(),
+    };
+    let mut out = Vec::with_capacity(jobs.iter().map(|(t, _)| t.len()).sum());
+    for (table, base) in jobs {
+        checker.src.set_base(base);
+        for entry in source::entries(table) {
+            if let Some(job) = checker.job(&entry, &defaults, &daemon.timezone) {
+                out.push(Arc::new(job));
+            }
         }
     }
     if checker.src.has_errors() {
@@ -98,25 +116,76 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     })
 }
 
+/// The parsed file, in one part or, when it is large and `split` finds where to cut it,
+/// in two parsed at once; each with the byte offset where its text starts. Unless both
+/// parts parse cleanly and hold different tables, the whole file goes through the parser,
+/// so that what is accepted and every error are exactly as in one pass.
+fn parse_parts(text: &str) -> Result<Vec<(Spanned<DeTable<'_>>, usize)>, Vec<ParseError>> {
+    if let Some(at) = split::cut(text) {
+        let (first, second) = crate::memory::with_headroom(|| {
+            std::thread::scope(|scope| {
+                let second = scope.spawn(|| DeTable::parse_recoverable(&text[at..]));
+                let first = DeTable::parse_recoverable(&text[..at]);
+                (first, second.join())
+            })
+        });
+        if let ((a, a_errors), Ok((b, b_errors))) = (first, second) {
+            if a_errors.is_empty() && b_errors.is_empty() && split::disjoint(&a, &b) {
+                return Ok(vec![(a, 0), (b, at)]);
+            }
+        }
+    }
+    let (root, errors) = DeTable::parse_recoverable(text);
+    if errors.is_empty() {
+        Ok(vec![(root, 0)])
+    } else {
+        Err(errors)
+    }
+}
+
 struct Checker<'a> {
     src: Source<'a>,
     zones: HashMap<String, Result<Zone, String>>,
     /// One of each distinct job `Settings`, shared by the jobs that have them.
     settings: HashSet<Arc<Settings>>,
+    last_settings: Option<Arc<Settings>>,
     /// One of each distinct schedule text, likewise.
     texts: HashSet<Arc<str>>,
+    /// Each distinct `schedule` parsed once: files repeat the same few.
+    schedules: HashMap<Arc<str>, Result<Schedule, String>>,
     base_dir: PathBuf,
 }
 
 impl Checker<'_> {
     /// The shared copy of `settings`.
     fn intern(&mut self, settings: Settings) -> Arc<Settings> {
-        if let Some(shared) = self.settings.get(&settings) {
-            return Arc::clone(shared);
+        // Most jobs have the settings of the job before them (all from `[defaults]`).
+        if let Some(last) = &self.last_settings {
+            if **last == settings {
+                return Arc::clone(last);
+            }
         }
-        let shared = Arc::new(settings);
-        self.settings.insert(Arc::clone(&shared));
+        let shared = match self.settings.get(&settings) {
+            Some(shared) => Arc::clone(shared),
+            None => {
+                let shared = Arc::new(settings);
+                self.settings.insert(Arc::clone(&shared));
+                shared
+            }
+        };
+        self.last_settings = Some(Arc::clone(&shared));
         shared
+    }
+
+    /// A `schedule` and its shared text.
+    fn schedule(&mut self, text: &str) -> Result<(Schedule, Arc<str>), String> {
+        if let Some((shared, parsed)) = self.schedules.get_key_value(text) {
+            return parsed.clone().map(|s| (s, Arc::clone(shared)));
+        }
+        let parsed = Schedule::parse(text).map_err(|e| e.to_string());
+        let shared = self.shared_text(text.to_owned());
+        self.schedules.insert(Arc::clone(&shared), parsed.clone());
+        parsed.map(|s| (s, shared))
     }
 
     /// The shared copy of a schedule's text.
@@ -130,10 +199,12 @@ impl Checker<'_> {
     }
 
     fn zone(&mut self, name: &str) -> Result<Zone, String> {
-        self.zones
-            .entry(name.to_owned())
-            .or_insert_with(|| Zone::named(name))
-            .clone()
+        if let Some(zone) = self.zones.get(name) {
+            return zone.clone();
+        }
+        let zone = Zone::named(name);
+        self.zones.insert(name.to_owned(), zone.clone());
+        zone
     }
 
     /// Report a key that is unknown, or known but not implemented yet.
