@@ -264,7 +264,15 @@ impl LineFormat {
 
     /// Render one line (without its newline) into `out`; invalid UTF-8 is replaced.
     pub fn push(&self, out: &mut Vec<u8>, ts: &str, line: &[u8]) {
-        let text = String::from_utf8_lossy(line);
+        // ASCII, then UTF-8, checked first: on valid text that is several times faster
+        // than the lossy conversion's own check (which was a third of the daemon's time
+        // logging 100-byte lines).
+        let text: std::borrow::Cow<'_, [u8]> =
+            if line.is_ascii() || std::str::from_utf8(line).is_ok() {
+                std::borrow::Cow::Borrowed(line)
+            } else {
+                std::borrow::Cow::Owned(String::from_utf8_lossy(line).into_owned().into_bytes())
+            };
         match self.style.format {
             LogFormat::Text => {
                 if self.style.journald {
@@ -276,13 +284,13 @@ impl LineFormat {
                     out.push(b' ');
                 }
                 out.extend_from_slice(&self.prefix);
-                out.extend_from_slice(text.as_bytes());
+                out.extend_from_slice(&text);
             }
             LogFormat::Json => {
                 out.extend_from_slice(b"{\"ts\":\"");
                 out.extend_from_slice(ts.as_bytes());
                 out.extend_from_slice(&self.prefix);
-                push_json_bytes(out, &text);
+                push_json_utf8(out, &text);
                 out.push(b'}');
             }
         }
@@ -298,9 +306,13 @@ fn push_json_str(out: &mut String, s: &str) {
 
 /// Append `s` as a JSON string literal (with quotes).
 pub fn push_json_bytes(out: &mut Vec<u8>, s: &str) {
+    push_json_utf8(out, s.as_bytes());
+}
+
+/// [`push_json_bytes`] for bytes known to be UTF-8.
+fn push_json_utf8(out: &mut Vec<u8>, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
-    let bytes = s.as_bytes();
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let escape: &[u8] = match b {
