@@ -77,28 +77,40 @@ impl DaemonConfig {
     }
 }
 
-/// An IANA time zone with the name it was given by. Cheap to clone: jobs share it.
+/// An IANA time zone with the name it was given by. One pointer: jobs share it.
 #[derive(Clone, Debug)]
-pub struct Zone {
+pub struct Zone(Arc<ZoneData>);
+
+#[derive(Debug)]
+pub struct ZoneData {
     pub name: Arc<str>,
     pub tz: TimeZone,
 }
 
+impl std::ops::Deref for Zone {
+    type Target = ZoneData;
+
+    fn deref(&self) -> &ZoneData {
+        &self.0
+    }
+}
+
 impl Zone {
+    fn new(name: Arc<str>, tz: TimeZone) -> Zone {
+        Zone(Arc::new(ZoneData { name, tz }))
+    }
+
     /// The system's local zone (`TZ`, else `/etc/localtime`), UTC when it cannot be found.
     pub fn system() -> Zone {
         let tz = TimeZone::try_system().unwrap_or(TimeZone::UTC);
         let name = tz.iana_name().unwrap_or("UTC").into();
-        Zone { name, tz }
+        Zone::new(name, tz)
     }
 
     /// A zone by IANA name, e.g. `Europe/Berlin` or `UTC`.
     pub fn named(name: &str) -> Result<Zone, String> {
         TimeZone::get(name)
-            .map(|tz| Zone {
-                name: name.into(),
-                tz,
-            })
+            .map(|tz| Zone::new(name.into(), tz))
             .map_err(|_| {
                 format!(
                     "unknown time zone `{name}` (use an IANA name such as `Europe/Berlin` or `UTC`)"

@@ -50,7 +50,7 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
     /// Fire every job and trigger whose time has come, in one recorded batch.
     pub(super) async fn fire_due(&mut self, now: Timestamp) {
         let mut batch = Vec::new();
-        while let Some(&(first, index)) = self.timeline.first() {
+        while let Some((first, index)) = self.timeline.first() {
             if first > now {
                 break;
             }
@@ -100,11 +100,11 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
 
     pub(super) fn set_next(&mut self, index: usize, next: Option<Timestamp>) {
         if let Some(old) = self.slots[index].next.take() {
-            self.timeline.remove(&(old, index));
+            self.timeline.remove(old, index);
         }
         self.slots[index].next = next;
         if let Some(next) = next {
-            self.timeline.insert((next, index));
+            self.timeline.insert(next, index);
         }
     }
 

@@ -5,6 +5,7 @@
 
 mod drain;
 mod fire;
+mod queue;
 mod reload;
 mod requests;
 mod runs;
@@ -105,7 +106,7 @@ pub struct Scheduler<C: Clock, E: Executor> {
     rebooted: bool,
     slots: Vec<Slot>,
     /// Next fire instants, earliest first: (instant, index into `config.jobs`).
-    timeline: BTreeSet<(Timestamp, usize)>,
+    timeline: queue::Queue,
     /// Durable triggers waiting for their time: (not before, id).
     triggers: BTreeSet<(Timestamp, i64)>,
     trigger_rows: HashMap<i64, TriggerRow>,
@@ -135,7 +136,7 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
             epoch: None,
             rebooted: false,
             slots: Vec::new(),
-            timeline: BTreeSet::new(),
+            timeline: queue::Queue::default(),
             triggers: BTreeSet::new(),
             trigger_rows: HashMap::new(),
             trigger_runs: HashMap::new(),
@@ -227,7 +228,7 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
 
     fn next_deadline(&self) -> Option<Timestamp> {
         self.epoch?;
-        let fire = self.timeline.first().map(|&(t, _)| t);
+        let fire = self.timeline.first().map(|(t, _)| t);
         let trigger = self.triggers.first().map(|&(t, _)| t);
         match (fire, trigger) {
             (Some(a), Some(b)) => Some(a.min(b)),

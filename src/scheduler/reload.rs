@@ -55,8 +55,8 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
         let jobs = self
             .timeline
             .iter()
-            .take_while(|&&(at, _)| at <= horizon)
-            .map(|&(_, index)| Arc::clone(&self.config.jobs[index]))
+            .take_while(|&(at, _)| at <= horizon)
+            .map(|(_, index)| Arc::clone(&self.config.jobs[index]))
             .collect();
         self.executor.prepare(jobs);
     }
@@ -90,7 +90,7 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
                 slot.next = None;
             }
             if let Some(next) = slot.next {
-                self.timeline.insert((next, index));
+                self.timeline.insert(next, index);
             }
             self.slots.push(slot);
         }
