@@ -100,6 +100,24 @@ impl Store {
         rx.await.map_err(|_| StoreError::Gone)?
     }
 
+    /// [`Store::call`], sent to the store thread at once rather than when first awaited:
+    /// the store works on it while the caller does something else.
+    pub fn call_now<R, F>(&self, f: F) -> impl Future<Output = Result<R>> + use<R, F>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn Backend) -> Result<R> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let call: Call = Box::new(move |backend| {
+            let _ = tx.send(f(backend));
+        });
+        let sent = self.tx.send(Message::Call(call));
+        async move {
+            sent.map_err(|_| StoreError::Gone)?;
+            rx.await.map_err(|_| StoreError::Gone)?
+        }
+    }
+
     /// Record that a run's process started (group-committed, fenced by `epoch`).
     pub async fn mark_running(
         &self,

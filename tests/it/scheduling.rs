@@ -272,3 +272,21 @@ async fn a_second_stop_request_cuts_the_grace_short() {
     run.finish(RunOutcome::Finished(Termination::Signal(15)));
     h.join().await;
 }
+
+#[tokio::test]
+async fn a_burst_larger_than_one_record_chunk_fires_each_job_once_and_records_each_run() {
+    // The loop records a large batch in two transactions (the first 32, then the rest):
+    // every run must be started once and recorded once, whichever part it was in.
+    let body: String = (0..100)
+        .map(|i| format!("[jobs.j{i:03}]\nschedule = \"0 11 * * *\"\ncommand = \"true\"\n"))
+        .collect();
+    let mut h = Harness::start(&jobs(&body), "2026-11-24T10:59:00Z").await;
+    h.pass(MINUTE * 2, MINUTE).await;
+    let mut fired: Vec<String> = h.fired().into_iter().map(|(job, _)| job).collect();
+    fired.sort();
+    let expected: Vec<String> = (0..100).map(|i| format!("j{i:03}")).collect();
+    assert_eq!(fired, expected);
+    let mut recorded: Vec<String> = h.history().into_iter().map(|r| r.job).collect();
+    recorded.sort();
+    assert_eq!(recorded, expected);
+}
