@@ -13,7 +13,7 @@ declare -F adapter_leader_pid >/dev/null || { log "$ADAPTER has no leader electi
 KILLS=${KILLS:-5}; REPS=${REPS:-3}
 build_tools
 for rep in $(seq 1 "$REPS"); do
-    run="$SB_TMP/failover"; rm -rf "$run"; mkdir -p "$run"
+    run="$SB_TMP/failover.$rep"; rm -rf "$run"; mkdir -p "$run"
     printf '* * * * * *\t%s %s/stamps $SCHEDCTL_SCHEDULED_FOR\n' "$STAMP" "$run" > "$run/jobs.tsv"
     adapter_write_config "$run/jobs.tsv" || { log "adapter_write_config failed"; exit 1; }
     pids=()
