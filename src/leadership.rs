@@ -132,7 +132,9 @@ impl<C: Clock> Contender<C> {
                             tracing::error!("cannot read the leader lease: {err}; retrying");
                             let retry = now
                                 + jiff::SignedDuration::try_from(self.ttl / 3).unwrap_or_default();
+                            // Still wake at once when the leader dies: its lock is released.
                             tokio::select! {
+                                () = self.lock.acquired() => {}
                                 () = timer.sleep_until(retry) => {}
                                 () = stop.cancelled() => return,
                             }
