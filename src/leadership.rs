@@ -312,29 +312,122 @@ impl LockFile {
 
 /// A pidfd on the leader's process (same host only), verified to be the process the lease
 /// names, so that its exit wakes a standby at once.
-struct LeaderExit(Option<tokio::io::unix::AsyncFd<OwnedFd>>);
+enum LeaderExit {
+    /// The leader runs elsewhere, or its process cannot be watched: wait for the lock or
+    /// the lease's expiry instead.
+    Unwatched,
+    Watching(tokio::io::unix::AsyncFd<OwnedFd>),
+    /// The pid no longer names the leader: judge the lease again now. A dying leader
+    /// releases its lock before it becomes a zombie, so a standby woken by the lock can
+    /// still see it alive when it reads the lease, and gone a moment later, here.
+    Gone,
+}
 
 impl LeaderExit {
     fn watch(me: &Instance, lease: &Lease) -> Self {
         if lease.host != me.host {
-            return LeaderExit(None);
+            return LeaderExit::Unwatched;
         }
-        let Ok(fd) = pidfd_open(nix::unistd::Pid::from_raw(lease.pid as i32)) else {
-            return LeaderExit(None);
+        let fd = match pidfd_open(nix::unistd::Pid::from_raw(lease.pid as i32)) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return LeaderExit::Gone,
+            Err(_) => return LeaderExit::Unwatched,
         };
         // Opened after reading the lease: make sure the pid still names the leader.
         if !procinfo::process_matches(lease.pid, lease.pid_start) {
-            return LeaderExit(None);
+            return LeaderExit::Gone;
         }
-        LeaderExit(readable_fd(fd).ok())
+        match readable_fd(fd) {
+            Ok(fd) => LeaderExit::Watching(fd),
+            Err(_) => LeaderExit::Unwatched,
+        }
     }
 
     async fn wait(&self) {
-        match &self.0 {
-            Some(fd) => {
+        match self {
+            LeaderExit::Watching(fd) => {
                 let _ = fd.readable().await;
             }
-            None => std::future::pending().await,
+            LeaderExit::Gone => {}
+            LeaderExit::Unwatched => std::future::pending().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::wait::{Id, WaitPidFlag, waitid};
+
+    fn me() -> Instance {
+        procinfo::current_instance(jiff::Timestamp::now())
+    }
+
+    fn lease_of(host: &str, pid: u32, pid_start: Option<i64>) -> Lease {
+        let now = jiff::Timestamp::now();
+        Lease {
+            holder: format!("{host}:{pid}:0"),
+            host: host.into(),
+            pid,
+            pid_start,
+            epoch: 1,
+            acquired_at: now,
+            expires_at: now,
+        }
+    }
+
+    fn sleeper() -> (std::process::Child, Option<i64>) {
+        let child = std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .expect("spawn sleep");
+        let start = procinfo::pid_start(child.id());
+        assert!(start.is_some(), "a live child has a start time");
+        (child, start)
+    }
+
+    #[tokio::test]
+    async fn a_live_leader_is_watched_and_its_exit_wakes_the_standby() {
+        let (mut child, start) = sleeper();
+        let exit = LeaderExit::watch(&me(), &lease_of(&me().host, child.id(), start));
+        assert!(matches!(exit, LeaderExit::Watching(_)));
+        child.kill().expect("kill");
+        exit.wait().await;
+        child.wait().expect("reap");
+    }
+
+    /// The race seen when a leader was SIGKILLed: its lock is released before it is a zombie,
+    /// so the lease read saw it alive; by the time the pidfd was opened it was gone. That must
+    /// wake the standby at once, not leave it waiting for the lease to expire.
+    #[tokio::test]
+    async fn a_leader_that_died_since_the_lease_was_read_is_gone_at_once() {
+        let (mut child, start) = sleeper();
+        let pid = child.id();
+        child.kill().expect("kill");
+        // Exited, not reaped: the pid still exists (a zombie), but names no running leader.
+        waitid(
+            Id::Pid(nix::unistd::Pid::from_raw(pid as i32)),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
+        )
+        .expect("wait for the exit");
+        let exit = LeaderExit::watch(&me(), &lease_of(&me().host, pid, start));
+        assert!(matches!(exit, LeaderExit::Gone));
+        exit.wait().await;
+        child.wait().expect("reap");
+        // A pid that names no process at all is gone too.
+        let nobody = lease_of(&me().host, i32::MAX as u32, Some(1));
+        assert!(matches!(
+            LeaderExit::watch(&me(), &nobody),
+            LeaderExit::Gone
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_leader_on_another_host_is_not_watched() {
+        let lease = lease_of("another-host", std::process::id(), None);
+        assert!(matches!(
+            LeaderExit::watch(&me(), &lease),
+            LeaderExit::Unwatched
+        ));
     }
 }

@@ -26,7 +26,7 @@ for rep in $(seq 1 "$REPS"); do
         leader=$(adapter_leader_pid)
         [ -n "$leader" ] || { log "no leader before kill $k"; break; }
         # half-way through a second: the next instant is 0.5 s away
-        ms=$(( $(date +%-N) / 1000000 )); sleep "$(printf '0.%03d' $(( (1500 - ms) % 1000 )))"
+        ms=$(( 10#$(date +%N) / 1000000 )); sleep "$(printf '0.%03d' $(( (1500 - ms) % 1000 )))"
         now_ns >> "$run/kills"
         kill -KILL "$leader"
         log "$ADAPTER failover rep=$rep kill=$k: SIGKILL leader pid=$leader"
