@@ -90,14 +90,8 @@ impl Store {
         R: Send + 'static,
         F: FnOnce(&mut dyn Backend) -> Result<R> + Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
-        let call: Call = Box::new(move |backend| {
-            let _ = tx.send(f(backend));
-        });
-        self.tx
-            .send(Message::Call(call))
-            .map_err(|_| StoreError::Gone)?;
-        rx.await.map_err(|_| StoreError::Gone)?
+        // Sent when this is first polled, as an `async fn` body runs.
+        self.call_now(f).await
     }
 
     /// [`Store::call`], sent to the store thread at once rather than when first awaited:
