@@ -131,23 +131,20 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
     /// transaction before the first could start.
     pub(super) async fn fire(&mut self, batch: Vec<Planned>, now: Timestamp) {
         let Some(epoch) = self.epoch else { return };
+        if batch.is_empty() {
+            return;
+        }
         let records = self.decide(&batch);
-        let first = batch.len().min(RECORD_CHUNK);
-        let mut chunks = [
-            (&batch[..first], &records[..first]),
-            (&batch[first..], &records[first..]),
-        ]
-        .into_iter()
-        .filter(|(plans, _)| !plans.is_empty());
-        let mut in_flight = chunks
-            .next()
-            .map(|(plans, records)| (plans, records, self.record(epoch, records, now)));
-        while let Some((plans, records, recorded)) = in_flight.take() {
-            in_flight = chunks
-                .next()
-                .map(|(plans, records)| (plans, records, self.record(epoch, records, now)));
-            let recorded = recorded.await;
-            self.start_recorded(plans, records, recorded, epoch).await;
+        let (plans, rest_plans) = batch.split_at(batch.len().min(RECORD_CHUNK));
+        let (records, rest_records) = records.split_at(plans.len());
+        // Both chunks are sent before the first answer is awaited.
+        let recorded = self.record(epoch, records, now);
+        let rest_recorded = (!rest_plans.is_empty()).then(|| self.record(epoch, rest_records, now));
+        self.start_recorded(plans, records, recorded.await, epoch)
+            .await;
+        if let Some(rest_recorded) = rest_recorded {
+            self.start_recorded(rest_plans, rest_records, rest_recorded.await, epoch)
+                .await;
         }
     }
 
