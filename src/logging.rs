@@ -140,7 +140,11 @@ impl LogSink {
 
     /// Append complete lines from `lines` (which is left empty), waiting first while the
     /// buffer is above its high-water mark: job output is paced by the log's consumer.
+    /// Nothing to append costs nothing (no wake-up of the writer).
     pub async fn submit(&self, lines: &mut Vec<u8>) {
+        if lines.is_empty() {
+            return;
+        }
         loop {
             let drained = self.shared.drained.notified();
             tokio::pin!(drained);

@@ -252,21 +252,18 @@ impl<C: Clock> Executor for Runner<C> {
             "run started"
         );
         let style = self.sink.style();
-        let pumps = [
+        let pipes = [
             (process.stdout.take(), Stream::Stdout),
             (process.stderr.take(), Stream::Stderr),
         ]
         .into_iter()
         .filter_map(|(pipe, stream)| {
-            let format = LineFormat::new(style, &job.name, spec.run_id, stream);
             pipe.map(|p| {
-                tokio::spawn(output::pump(
+                (
                     p,
                     stream,
-                    format,
-                    self.sink.clone(),
-                    Arc::clone(&spec.output),
-                ))
+                    LineFormat::new(style, &job.name, spec.run_id, stream),
+                )
             })
         })
         .collect();
@@ -274,7 +271,8 @@ impl<C: Clock> Executor for Runner<C> {
             clock: self.clock.clone(),
             pid_start: crate::procinfo::pid_start(process.pid()),
             process,
-            pumps,
+            pipes,
+            sink: self.sink.clone(),
             output: Arc::clone(&spec.output),
             result_path,
             job: Arc::clone(job),
@@ -288,7 +286,9 @@ pub struct Running<C> {
     clock: C,
     process: process::Process,
     pid_start: Option<i64>,
-    pumps: Vec<tokio::task::JoinHandle<()>>,
+    /// Its stdout and stderr, read by [`RunHandle::wait`] in the run's own task.
+    pipes: Vec<(tokio::net::unix::pipe::Receiver, Stream, LineFormat)>,
+    sink: LogSink,
     output: Arc<RunOutput>,
     result_path: PathBuf,
     job: Arc<Job>,
@@ -304,7 +304,35 @@ impl<C: Clock> RunHandle for Running<C> {
         self.pid_start
     }
 
-    async fn wait(mut self, mut stop: StopRequest) -> Ended {
+    /// The output is read concurrently with the rest, in this same task: a run is one
+    /// task, not three.
+    async fn wait(mut self, stop: StopRequest) -> Ended {
+        let (reaped_tx, reaped_rx) = tokio::sync::oneshot::channel();
+        let read = read_output(
+            std::mem::take(&mut self.pipes),
+            self.sink.clone(),
+            Arc::clone(&self.output),
+            (Arc::clone(&self.job.name), self.run_id),
+            reaped_rx,
+        );
+        let ((), (outcome, ended_at)) = tokio::join!(read, self.follow(stop, reaped_tx));
+        Ended {
+            outcome,
+            ended_at,
+            output_tail: self.output.tail(),
+            result: read_result(&self.result_path),
+        }
+    }
+}
+
+impl<C: Clock> Running<C> {
+    /// Follow the process to its end: its exit, timeout or a stop request; leftovers of its
+    /// group are stopped. `reaped` is told once that is done.
+    async fn follow(
+        &mut self,
+        mut stop: StopRequest,
+        reaped: tokio::sync::oneshot::Sender<()>,
+    ) -> (RunOutcome, Timestamp) {
         let (job, run_id, pid) = (&*self.job.name, self.run_id, self.process.pid());
         let timeout = async {
             match self.job.settings.timeout {
@@ -340,7 +368,7 @@ impl<C: Clock> RunHandle for Running<C> {
             );
             stop_leftovers(&self.process, self.job.settings.kill_grace).await;
         }
-        drain(std::mem::take(&mut self.pumps), job, run_id).await;
+        let _ = reaped.send(());
         let outcome = match reason {
             None => RunOutcome::Finished(end),
             Some(Stop::Timeout) => RunOutcome::TimedOut {
@@ -349,12 +377,43 @@ impl<C: Clock> RunHandle for Running<C> {
             },
             Some(Stop::Requested(cause)) => RunOutcome::Stopped { cause, end },
         };
-        Ended {
-            outcome,
-            ended_at,
-            output_tail: self.output.tail(),
-            result: read_result(&self.result_path),
+        (outcome, ended_at)
+    }
+}
+
+/// Read the run's stdout and stderr to their ends, logging every line. A process outside
+/// the group (one that called setsid) may hold the pipes open: once the group is gone
+/// (`reaped`), stop reading after a while rather than hang the run.
+async fn read_output(
+    pipes: Vec<(tokio::net::unix::pipe::Receiver, Stream, LineFormat)>,
+    sink: LogSink,
+    output: Arc<RunOutput>,
+    (job, run_id): (JobName, RunId),
+    reaped: tokio::sync::oneshot::Receiver<()>,
+) {
+    const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+    let mut pipes = pipes.into_iter();
+    let pump = |pipe: Option<(tokio::net::unix::pipe::Receiver, Stream, LineFormat)>| {
+        let (sink, output) = (sink.clone(), Arc::clone(&output));
+        async move {
+            if let Some((pipe, stream, format)) = pipe {
+                output::pump(pipe, stream, format, sink, output).await;
+            }
         }
+    };
+    let (first, second) = (pump(pipes.next()), pump(pipes.next()));
+    let limit = async {
+        // Dropped unsent only if the run's task is gone, when nothing waits for this either.
+        let _ = reaped.await;
+        tokio::time::sleep(DRAIN_LIMIT).await;
+    };
+    tokio::select! {
+        _ = async { tokio::join!(first, second) } => {}
+        () = limit => tracing::warn!(
+            job = &*job,
+            run_id = run_id.0,
+            "output still held open by a process outside the job's process group; no longer reading it"
+        ),
     }
 }
 
@@ -411,21 +470,4 @@ async fn stop_leftovers(process: &process::Process, grace: Duration) {
         pause = (pause * 2).min(Duration::from_millis(200));
     }
     process.signal_group(Signal::SIGKILL);
-}
-
-/// Wait for the output to reach its end. A process outside the group (one that called
-/// setsid) may hold the pipes open; stop reading after a while rather than hang the run.
-async fn drain(pumps: Vec<tokio::task::JoinHandle<()>>, job: &str, run_id: RunId) {
-    const DRAIN_LIMIT: Duration = Duration::from_secs(2);
-    for pump in pumps {
-        let abort = pump.abort_handle();
-        if tokio::time::timeout(DRAIN_LIMIT, pump).await.is_err() {
-            abort.abort();
-            tracing::warn!(
-                job,
-                run_id = run_id.0,
-                "output still held open by a process outside the job's process group; no longer reading it"
-            );
-        }
-    }
 }

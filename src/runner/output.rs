@@ -47,9 +47,7 @@ pub async fn pump(
             output.push_lines(stream, lines.iter().map(|&(at, len)| &batch[at..at + len]));
             lines.clear();
         }
-        if !out.is_empty() || n == 0 {
-            sink.submit(&mut out).await;
-        }
+        sink.submit(&mut out).await;
         if n == 0 {
             return;
         }

@@ -92,7 +92,7 @@ fn start(
 ) -> std::io::Result<Process> {
     cmd.env_clear()
         .envs(env.iter().map(|(k, v)| (OsStr::new(k), OsStr::new(v))))
-        .stdin(Stdio::null())
+        .stdin(dev_null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
@@ -120,6 +120,17 @@ fn start(
         stderr: stderr.transpose().ok().flatten(),
         reaped: false,
     })
+}
+
+/// A run's stdin: a copy of one `/dev/null` descriptor opened once (a `dup` instead of a
+/// path lookup and open per run); `Stdio::null` if that cannot be had.
+fn dev_null() -> Stdio {
+    static DEV_NULL: std::sync::OnceLock<Option<std::fs::File>> = std::sync::OnceLock::new();
+    DEV_NULL
+        .get_or_init(|| std::fs::File::open("/dev/null").ok())
+        .as_ref()
+        .and_then(|f| f.try_clone().ok())
+        .map_or_else(Stdio::null, Stdio::from)
 }
 
 fn pipe_receiver(fd: OwnedFd) -> std::io::Result<pipe::Receiver> {

@@ -69,27 +69,32 @@ pub(super) async fn drive<C: Clock, E: Executor>(
                 pid_start,
                 at: started_at,
             };
-            match ctx
-                .store
-                .mark_running(Arc::clone(&ctx.me), ctx.epoch, started)
-                .await
-            {
-                Ok(()) => {}
-                Err(StoreError::Fenced(_)) => {
-                    tracing::warn!(
+            // Recorded while the run goes on (its output is read from the start); its end
+            // is recorded only after this.
+            let marked = async {
+                match ctx
+                    .store
+                    .mark_running(Arc::clone(&ctx.me), ctx.epoch, started)
+                    .await
+                {
+                    Ok(()) => {}
+                    Err(StoreError::Fenced(_)) => {
+                        tracing::warn!(
+                            job = &*job.name,
+                            run_id = run_id.0,
+                            "the lease was lost before the run was recorded as running; stopping it"
+                        );
+                        let _ = stop_tx.send(Some(StopCause::Fenced));
+                    }
+                    Err(err) => tracing::error!(
                         job = &*job.name,
                         run_id = run_id.0,
-                        "the lease was lost before the run was recorded as running; stopping it"
-                    );
-                    let _ = stop_tx.send(Some(StopCause::Fenced));
+                        "cannot record the run as running: {err}; it runs anyway"
+                    ),
                 }
-                Err(err) => tracing::error!(
-                    job = &*job.name,
-                    run_id = run_id.0,
-                    "cannot record the run as running: {err}; it runs anyway"
-                ),
-            }
-            (handle.wait(stop).await, Some(pid))
+            };
+            let ((), ended) = tokio::join!(marked, handle.wait(stop));
+            (ended, Some(pid))
         }
     };
     let outcome = &ended.outcome.clone();

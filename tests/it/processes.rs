@@ -57,6 +57,36 @@ fn processes_a_job_leaves_behind_are_stopped_when_it_exits() {
 }
 
 #[test]
+fn a_run_ends_even_when_a_process_outside_its_group_holds_its_output_open() {
+    let env = TestEnv::new();
+    let (marker, pidfile) = (env.path("once"), env.path("holder.pid"));
+    let env = env
+        .job(
+            "holder",
+            "* * * * * *",
+            &format!(
+                // The job waits until the holder has left its group (setsid wrote the pid).
+                "echo before; if [ ! -e {m} ]; then touch {m}; setsid sh -c 'echo $$ > {p}; exec sleep 300' & while [ ! -s {p} ]; do sleep 0.01; done; fi",
+                m = marker.display(),
+                p = pidfile.display()
+            ),
+        )
+        .write();
+    let mut daemon = env.daemon();
+    daemon.wait_for(&["job=holder", "no longer reading it"]);
+    let finished = daemon.wait_for(&["job=holder", "run finished"]);
+    assert!(finished.contains("state=succeeded"), "{finished}");
+    assert!(daemon.count(&["job=holder", "stream=stdout: before"]) >= 1);
+    let holder = read_pid(&env, "holder.pid");
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(holder),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    wait_process_exit(holder);
+    daemon.stop();
+}
+
+#[test]
 fn a_job_that_ignores_sigterm_is_killed_after_kill_grace() {
     let env = TestEnv::new()
         .job_with(
