@@ -171,6 +171,12 @@ impl LogSink {
     }
 }
 
+/// The writer, woken for less than [`LINGER_BELOW`] bytes, waits [`LINGER`] for more before
+/// writing: appending to a buffer that is not empty wakes no one, so a burst of runs (two
+/// daemon events each) costs the writer a wake-up per millisecond rather than per event.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(1);
+const LINGER_BELOW: usize = 16 * 1024;
+
 fn write_loop(shared: &Shared, mut out: Box<dyn Write + Send>) {
     let mut batch = Vec::with_capacity(64 * 1024);
     let mut broken = false;
@@ -185,6 +191,12 @@ fn write_loop(shared: &Shared, mut out: Box<dyn Write + Send>) {
             }
             if pending.data.is_empty() && pending.closed {
                 break;
+            }
+            if pending.data.len() < LINGER_BELOW && !pending.closed {
+                // A little, quickly: let more lines come while writers need not wake us.
+                drop(pending);
+                std::thread::sleep(LINGER);
+                pending = lock(&shared.pending);
             }
             std::mem::swap(&mut pending.data, &mut batch);
         }

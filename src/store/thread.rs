@@ -26,6 +26,9 @@ type Call = Box<dyn FnOnce(&mut dyn Backend) + Send>;
 
 /// How long a run write waits for more run writes to commit with it (see the module).
 const GATHER: Duration = Duration::from_millis(10);
+/// How often a gathering store thread looks for more messages (and for a call, which
+/// ends the wait).
+const GATHER_STEP: Duration = Duration::from_millis(2);
 /// The most run writes in one transaction.
 const MAX_GATHERED: usize = 512;
 
@@ -257,15 +260,22 @@ fn gather(rx: &std_mpsc::Receiver<Message>, first: Message, streaming: bool) -> 
     let until = Instant::now() + GATHER;
     let mut gathered = vec![first];
     while gathered.len() < MAX_GATHERED {
-        let next = if patient {
-            rx.recv_timeout(until.saturating_duration_since(Instant::now()))
-                .ok()
-        } else {
-            rx.try_recv().ok()
-        };
-        let Some(message) = next else { break };
-        patient &= may_wait(&message, streaming);
-        gathered.push(message);
+        match rx.try_recv() {
+            Ok(message) => {
+                patient &= may_wait(&message, streaming);
+                gathered.push(message);
+            }
+            Err(std_mpsc::TryRecvError::Empty) if patient => {
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                // Napping rather than blocking on the channel: a sleeping receiver costs
+                // its senders nothing, where a blocked one is woken by every message.
+                std::thread::sleep(left.min(GATHER_STEP));
+            }
+            Err(_) => break,
+        }
     }
     gathered
 }
