@@ -240,7 +240,7 @@ impl<C: Clock> Executor for Runner<C> {
         let result_path = self.result_path(spec.run_id);
         let _ = std::fs::remove_file(&result_path);
         let env = self.environment(spec);
-        let mut process = process::spawn(&job.command, &env, job.settings.workdir.as_deref())?;
+        let mut process = process::spawn(&job.command, env, job.settings.workdir.as_deref())?;
         // Logged before the output pumps start, so that it precedes the run's first line.
         tracing::info!(
             job = &*job.name,

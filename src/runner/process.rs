@@ -30,7 +30,7 @@ pub struct Process {
 /// The error is a one-line reason for the run record.
 pub fn spawn(
     command: &CommandLine,
-    env: &[(String, String)],
+    mut env: Vec<(String, String)>,
     workdir: Option<&Path>,
 ) -> Result<Process, String> {
     if let Some(dir) = workdir {
@@ -39,10 +39,12 @@ pub fn spawn(
     let path_var = env
         .iter()
         .find(|(k, _)| k == "PATH")
-        .map_or(DEFAULT_PATH, |(_, v)| v.as_str());
+        .map_or(DEFAULT_PATH, |(_, v)| v.as_str())
+        .to_owned();
     let cmd = match command {
         CommandLine::Shell(script) => {
-            if let Some(process) = spawn_plain(script, env, path_var, workdir) {
+            // On failure `env` may carry the PWD the shell would export anyway.
+            if let Some(process) = spawn_plain(script, &mut env, &path_var, workdir) {
                 return Ok(process);
             }
             let mut c = std::process::Command::new("/bin/sh");
@@ -50,37 +52,42 @@ pub fn spawn(
             c
         }
         CommandLine::Exec(argv) => {
-            let program = resolve_program(&argv[0], path_var, workdir)?;
+            let program = resolve_program(&argv[0], &path_var, workdir)?;
             let mut c = std::process::Command::new(program);
             c.arg0(&argv[0]).args(&argv[1..]);
             c
         }
     };
-    start(cmd, env, workdir).map_err(|e| describe_spawn_error(command, &e))
+    start(cmd, &env, workdir).map_err(|e| describe_spawn_error(command, &e))
 }
 
 /// A shell command that needs no shell, started directly with the environment the shell
 /// would have given it; `None` leaves it to the shell (which also reports its errors).
 fn spawn_plain(
     script: &str,
-    env: &[(String, String)],
+    env: &mut Vec<(String, String)>,
     path_var: &str,
     workdir: Option<&Path>,
 ) -> Option<Process> {
     let words = shell::plain_words(script)?;
-    let program = shell::find_program(words[0], path_var, workdir)?;
+    // A path is not looked at first: if it cannot be run, the start below fails and the
+    // shell, which gets the command then, says why.
+    let program = if words[0].contains('/') {
+        shell::in_workdir(Path::new(words[0]), workdir)
+    } else {
+        shell::find_program(words[0], path_var, workdir)?
+    };
     let inherited = env
         .iter()
         .find(|(k, _)| k == "PWD")
         .map(|(_, v)| v.as_str());
     let pwd = shell::pwd(inherited, workdir)?;
-    let mut env = env.to_vec();
     env.retain(|(k, _)| k != "PWD");
     env.push(("PWD".to_owned(), pwd));
     let mut cmd = std::process::Command::new(program);
     cmd.arg0(words[0]).args(&words[1..]);
     // A start that fails here (say, a script without `#!`) is left to the shell.
-    start(cmd, &env, workdir).ok()
+    start(cmd, env, workdir).ok()
 }
 
 /// Spawn `cmd` in its own process group with exactly `env` and stdout/stderr piped, and

@@ -114,20 +114,27 @@ pub fn plain_words(script: &str) -> Option<Vec<&str>> {
 /// Where the shell would find `program` (its PATH search, or the path itself), if it is an
 /// executable file; `None` leaves the error message to the shell.
 pub fn find_program(program: &str, path_var: &str, workdir: Option<&Path>) -> Option<PathBuf> {
-    let in_workdir = |p: PathBuf| match workdir {
-        Some(base) if p.is_relative() => base.join(p),
-        _ => p,
-    };
     let executable =
         |p: &Path| nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok() && p.is_file();
     if program.contains('/') {
-        let path = in_workdir(PathBuf::from(program));
+        let path = in_workdir(Path::new(program), workdir);
         return executable(&path).then_some(path);
     }
     path_var
         .split(':')
-        .map(|dir| in_workdir(Path::new(if dir.is_empty() { "." } else { dir }).join(program)))
+        .map(|dir| {
+            let dir = Path::new(if dir.is_empty() { "." } else { dir });
+            in_workdir(&dir.join(program), workdir)
+        })
         .find(|candidate| executable(candidate))
+}
+
+/// `path` as the run sees it: a relative path is relative to its working directory.
+pub fn in_workdir(path: &Path, workdir: Option<&Path>) -> PathBuf {
+    match workdir {
+        Some(base) if path.is_relative() => base.join(path),
+        _ => path.to_path_buf(),
+    }
 }
 
 /// The `PWD` the shell exports: the inherited one if it names the working directory,

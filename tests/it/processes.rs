@@ -130,15 +130,37 @@ fn a_command_without_shell_syntax_runs_directly_as_the_shell_would_run_it() {
     std::fs::write(&script, "#!/bin/sh\necho \"pid $$\"\n").expect("script");
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .expect("chmod");
+    // Paths that cannot be started directly: what the shell does with them is what happens.
+    let bare = env.path("bare.sh");
+    std::fs::write(&bare, "echo no interpreter line\n").expect("script");
+    std::fs::set_permissions(&bare, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let unexecutable = env.path("plain.txt");
+    std::fs::write(&unexecutable, "echo never\n").expect("file");
     let env = env
         // Plain: started directly. `exec` makes the shell run the same program itself.
         .job("direct", "* * * * * *", "env")
         .job("shell", "* * * * * *", "exec env")
         .job("self", "* * * * * *", &script.display().to_string())
         .job("missing", "* * * * * *", "no-such-program --flag")
+        .job("gone", "* * * * * *", "/nonexistent/program --flag")
+        .job("bare", "* * * * * *", &bare.display().to_string())
+        .job(
+            "unexecutable",
+            "* * * * * *",
+            &unexecutable.display().to_string(),
+        )
         .write();
     let mut daemon = env.daemon();
-    for job in ["direct", "shell", "self", "missing"] {
+    for job in [
+        "direct",
+        "shell",
+        "self",
+        "missing",
+        "gone",
+        "bare",
+        "unexecutable",
+    ] {
         daemon.wait_for(&[&format!("job={job} "), "run f"]);
     }
     daemon.stop();
@@ -179,6 +201,14 @@ fn a_command_without_shell_syntax_runs_directly_as_the_shell_would_run_it() {
     let missing = daemon.wait_for(&["job=missing ", "stream=stderr"]);
     assert!(missing.ends_with("no-such-program: not found"), "{missing}");
     daemon.wait_for(&["job=missing ", "run failed", "exited with code 127"]);
+    let gone = daemon.wait_for(&["job=gone ", "stream=stderr"]);
+    assert!(gone.ends_with("/nonexistent/program: not found"), "{gone}");
+    daemon.wait_for(&["job=gone ", "run failed", "exited with code 127"]);
+    // No `#!`: the shell runs the file as a script.
+    assert_eq!(first_run_output(&lines, "bare"), ["no interpreter line"]);
+    let denied = daemon.wait_for(&["job=unexecutable ", "stream=stderr"]);
+    assert!(denied.ends_with("Permission denied"), "{denied}");
+    daemon.wait_for(&["job=unexecutable ", "run failed", "exited with code 126"]);
 }
 
 #[test]
