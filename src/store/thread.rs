@@ -79,17 +79,21 @@ pub struct LeaseLost {
 #[derive(Clone)]
 pub struct Store {
     tx: std_mpsc::Sender<Message>,
+    /// The store thread, unparked by calls so that they never wait out a gathering nap.
+    thread: std::thread::Thread,
 }
 
 impl Store {
     /// Start the thread that owns `backend`. It ends when every handle is dropped.
     pub fn start<C: Clock>(backend: Box<dyn Backend>, clock: C) -> Store {
         let (tx, rx) = std_mpsc::channel();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("schedctl-store".into())
             .spawn(move || serve(backend, clock, rx))
-            .expect("cannot start the store thread");
-        Store { tx }
+            .expect("cannot start the store thread")
+            .thread()
+            .clone();
+        Store { tx, thread }
     }
 
     /// Run `f` on the store thread and wait for its result.
@@ -114,6 +118,7 @@ impl Store {
             let _ = tx.send(f(backend));
         });
         let sent = self.tx.send(Message::Call(call));
+        self.thread.unpark();
         async move {
             sent.map_err(|_| StoreError::Gone)?;
             rx.await.map_err(|_| StoreError::Gone)?
@@ -270,9 +275,10 @@ fn gather(rx: &std_mpsc::Receiver<Message>, first: Message, streaming: bool) -> 
                 if left.is_zero() {
                     break;
                 }
-                // Napping rather than blocking on the channel: a sleeping receiver costs
-                // its senders nothing, where a blocked one is woken by every message.
-                std::thread::sleep(left.min(GATHER_STEP));
+                // Napping rather than blocking on the channel: a napping receiver costs
+                // its senders nothing, where a blocked one is woken by every message. A
+                // call unparks it (see `Store::call_now`).
+                std::thread::park_timeout(left.min(GATHER_STEP));
             }
             Err(_) => break,
         }
