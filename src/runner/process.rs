@@ -36,15 +36,10 @@ pub fn spawn(
     if let Some(dir) = workdir {
         check_workdir(dir)?;
     }
-    let path_var = env
-        .iter()
-        .find(|(k, _)| k == "PATH")
-        .map_or(DEFAULT_PATH, |(_, v)| v.as_str())
-        .to_owned();
     let cmd = match command {
         CommandLine::Shell(script) => {
             // On failure `env` may carry the PWD the shell would export anyway.
-            if let Some(process) = spawn_plain(script, &mut env, &path_var, workdir) {
+            if let Some(process) = spawn_plain(script, &mut env, workdir) {
                 return Ok(process);
             }
             let mut c = std::process::Command::new("/bin/sh");
@@ -52,7 +47,7 @@ pub fn spawn(
             c
         }
         CommandLine::Exec(argv) => {
-            let program = resolve_program(&argv[0], &path_var, workdir)?;
+            let program = resolve_program(&argv[0], path_var(&env), workdir)?;
             let mut c = std::process::Command::new(program);
             c.arg0(&argv[0]).args(&argv[1..]);
             c
@@ -66,7 +61,6 @@ pub fn spawn(
 fn spawn_plain(
     script: &str,
     env: &mut Vec<(String, String)>,
-    path_var: &str,
     workdir: Option<&Path>,
 ) -> Option<Process> {
     let words = shell::plain_words(script)?;
@@ -75,19 +69,25 @@ fn spawn_plain(
     let program = if words[0].contains('/') {
         shell::in_workdir(Path::new(words[0]), workdir)
     } else {
-        shell::find_program(words[0], path_var, workdir)?
+        shell::find_program(words[0], path_var(env), workdir)?
     };
-    let inherited = env
-        .iter()
-        .find(|(k, _)| k == "PWD")
-        .map(|(_, v)| v.as_str());
-    let pwd = shell::pwd(inherited, workdir)?;
+    let pwd = shell::pwd(env_var(env, "PWD"), workdir)?;
     env.retain(|(k, _)| k != "PWD");
     env.push(("PWD".to_owned(), pwd));
     let mut cmd = std::process::Command::new(program);
     cmd.arg0(words[0]).args(&words[1..]);
     // A start that fails here (say, a script without `#!`) is left to the shell.
     start(cmd, env, workdir).ok()
+}
+
+/// The value of `key` in a run's environment.
+fn env_var<'a>(env: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// The PATH programs are searched in: the run's, or [`DEFAULT_PATH`].
+fn path_var(env: &[(String, String)]) -> &str {
+    env_var(env, "PATH").unwrap_or(DEFAULT_PATH)
 }
 
 /// Spawn `cmd` in its own process group with exactly `env` and stdout/stderr piped, and
