@@ -7,7 +7,7 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use tokio::sync::watch;
 
-use super::{Running, Scheduler, runs, timeline};
+use super::{Running, Scheduler, hold, runs, timeline};
 use crate::clock::Clock;
 use crate::config::{Job, Overlap};
 use crate::run::{RunId, Trigger};
@@ -134,16 +134,18 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
         if batch.is_empty() {
             return;
         }
+        let mut held = (batch.len() > hold::HOLD_ABOVE).then(|| self.holds.hold());
         let records = self.decide(&batch);
         let (plans, rest_plans) = batch.split_at(batch.len().min(RECORD_CHUNK));
         let (records, rest_records) = records.split_at(plans.len());
         // Both chunks are sent before the first answer is awaited.
         let recorded = self.record(epoch, records, now);
         let rest_recorded = (!rest_plans.is_empty()).then(|| self.record(epoch, rest_records, now));
-        self.start_recorded(plans, records, recorded.await, epoch)
+        self.start_recorded(plans, records, recorded.await, epoch, held.as_mut())
             .await;
         if let Some(rest_recorded) = rest_recorded {
-            self.start_recorded(rest_plans, rest_records, rest_recorded.await, epoch)
+            let recorded = rest_recorded.await;
+            self.start_recorded(rest_plans, rest_records, recorded, epoch, held.as_mut())
                 .await;
         }
     }
@@ -185,13 +187,15 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
     }
 
     /// Start the runs the store recorded; log the skipped ones. A failed record starts
-    /// nothing (and, if the lease was lost, ends this instance's leadership).
+    /// nothing (and, if the lease was lost, ends this instance's leadership). `held`: the
+    /// hold on the runs' bookkeeping, kept within its limit.
     async fn start_recorded(
         &mut self,
         plans: &[Planned],
         records: &[NewRun],
         recorded: Result<Vec<Recorded>, StoreError>,
         epoch: i64,
+        mut held: Option<&mut hold::Held>,
     ) {
         let recorded = match recorded {
             Ok(recorded) => recorded,
@@ -242,6 +246,9 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
                     self.start(job, run_id, plan, epoch);
                     started += 1;
                     if started % START_CHUNK == 0 {
+                        if let Some(held) = held.as_deref_mut() {
+                            held.limit();
+                        }
                         tokio::task::yield_now().await;
                     }
                 }
@@ -294,6 +301,7 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
             epoch,
             history_limit: self.config.daemon.history_limit,
             events: self.events_tx.clone(),
+            gate: self.holds.gate(),
             metrics: self.service.metrics.clone(),
         };
         tokio::spawn(runs::drive(ctx, spec, stop_tx, stop_rx));

@@ -5,6 +5,7 @@
 
 mod drain;
 mod fire;
+mod hold;
 mod queue;
 mod reload;
 mod requests;
@@ -116,6 +117,8 @@ pub struct Scheduler<C: Clock, E: Executor> {
     follow_trigger: HashMap<i64, Option<Following>>,
     running: HashMap<RunId, Running>,
     events_tx: mpsc::UnboundedSender<RunEvent>,
+    /// Holds the runs' bookkeeping while a large batch starts.
+    holds: hold::Holds,
 }
 
 impl<C: Clock, E: Executor> Scheduler<C, E> {
@@ -129,7 +132,6 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
                 jobs: Vec::new(),
                 ..config.clone()
             }),
-            store: parts.store,
             me: Arc::new(parts.me),
             leadership: Some(parts.leadership),
             service: parts.service,
@@ -143,6 +145,8 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
             follow_trigger: HashMap::new(),
             running: HashMap::new(),
             events_tx,
+            holds: hold::Holds::new(parts.store.clone()),
+            store: parts.store,
         };
         scheduler.apply(config);
         scheduler

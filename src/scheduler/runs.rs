@@ -36,10 +36,12 @@ pub(super) struct RunContext<C, E> {
     pub history_limit: u32,
     pub events: mpsc::UnboundedSender<RunEvent>,
     pub metrics: Metrics,
+    /// Passed once the process ended (see `hold`).
+    pub gate: super::hold::Gate,
 }
 
 pub(super) async fn drive<C: Clock, E: Executor>(
-    ctx: RunContext<C, E>,
+    mut ctx: RunContext<C, E>,
     spec: RunSpec,
     stop_tx: Arc<watch::Sender<Option<StopCause>>>,
     stop: StopRequest,
@@ -94,6 +96,7 @@ pub(super) async fn drive<C: Clock, E: Executor>(
                 }
             };
             let ((), ended) = tokio::join!(marked, handle.wait(stop));
+            ctx.gate.pass().await;
             (ended, Some(pid))
         }
     };

@@ -16,7 +16,7 @@ use crate::run::{RunId, Trigger};
 
 pub use schema::current_version as schema_version;
 pub use sqlite::{OpenError, Sqlite};
-pub use thread::{LeaseLost, Renewal, Store};
+pub use thread::{HOLD_LIMIT, LeaseLost, Renewal, Store};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 

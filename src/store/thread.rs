@@ -13,8 +13,13 @@
 //! (small transactions, each writing its pages to the WAL again), ~63 ms this way, napping
 //! while it gathers. Nothing waits while a call (perhaps a decision that starts wait on) is
 //! waiting, and a call cuts a nap short.
+//!
+//! While the loop starts a large batch it holds run writes ([`Store::hold_run_writes`]):
+//! starts and ends then wait for the batch's last start (at most [`HOLD_LIMIT`], and never
+//! past a lease renewal), so that both cores start processes instead of writing records.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
@@ -31,7 +36,9 @@ const GATHER: Duration = Duration::from_millis(10);
 /// ends the wait).
 const GATHER_STEP: Duration = Duration::from_millis(2);
 /// The most run writes in one transaction.
-const MAX_GATHERED: usize = 512;
+const MAX_GATHERED: usize = 1024;
+/// The longest run writes wait while they are held.
+pub const HOLD_LIMIT: Duration = Duration::from_secs(1);
 
 enum Message {
     Call(Call),
@@ -82,19 +89,34 @@ pub struct Store {
     tx: std_mpsc::Sender<Message>,
     /// The store thread, unparked by calls so that they never wait out a gathering nap.
     thread: std::thread::Thread,
+    /// Whether run writes wait (see [`Store::hold_run_writes`]).
+    held: Arc<AtomicBool>,
 }
 
 impl Store {
     /// Start the thread that owns `backend`. It ends when every handle is dropped.
     pub fn start<C: Clock>(backend: Box<dyn Backend>, clock: C) -> Store {
         let (tx, rx) = std_mpsc::channel();
+        let held = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new()
             .name("schedctl-store".into())
-            .spawn(move || serve(backend, clock, rx))
+            .spawn({
+                let held = Arc::clone(&held);
+                move || serve(backend, clock, rx, &held)
+            })
             .expect("cannot start the store thread")
             .thread()
             .clone();
-        Store { tx, thread }
+        Store { tx, thread, held }
+    }
+
+    /// Hold run writes (`mark_running`, `finish_run`) while `hold`: they are gathered and
+    /// written when released, or after [`HOLD_LIMIT`]. Calls are not held.
+    pub fn hold_run_writes(&self, hold: bool) {
+        self.held.store(hold, Ordering::Release);
+        if !hold {
+            self.thread.unpark();
+        }
     }
 
     /// Run `f` on the store thread and wait for its result.
@@ -170,7 +192,12 @@ impl Store {
     }
 }
 
-fn serve<C: Clock>(mut backend: Box<dyn Backend>, clock: C, rx: std_mpsc::Receiver<Message>) {
+fn serve<C: Clock>(
+    mut backend: Box<dyn Backend>,
+    clock: C,
+    rx: std_mpsc::Receiver<Message>,
+    held: &AtomicBool,
+) {
     let mut renewal: Option<(Renewal, Instant)> = None;
     let mut changes_seen = 0;
     let mut starts_written: Option<Instant> = None;
@@ -191,7 +218,8 @@ fn serve<C: Clock>(mut backend: Box<dyn Backend>, clock: C, rx: std_mpsc::Receiv
         match message {
             Some(first) if first.is_run_write() => {
                 let streaming = starts_written.is_some_and(|t| t.elapsed() < GATHER);
-                let gathered = gather(&rx, first, streaming);
+                let renew_due = renewal.as_ref().map(|(_, due)| *due);
+                let gathered = gather(&rx, first, streaming, held, renew_due);
                 if gathered
                     .iter()
                     .any(|m| matches!(m, Message::Started { .. }))
@@ -260,31 +288,48 @@ fn serve<C: Clock>(mut backend: Box<dyn Backend>, clock: C, rx: std_mpsc::Receiv
 
 /// `first` (a run write) and the messages that follow it to be written with it: those
 /// already waiting, and those arriving within [`GATHER`] while all are run writes that may
-/// wait (ends, and starts while `streaming`).
-fn gather(rx: &std_mpsc::Receiver<Message>, first: Message, streaming: bool) -> Vec<Message> {
-    let mut patient = may_wait(&first, streaming);
-    let until = Instant::now() + GATHER;
+/// wait (ends, and starts while `streaming`). While run writes are `held`, starts may wait
+/// too, and the wait lasts until the hold ends, [`HOLD_LIMIT`] passes or the lease renewal
+/// is due.
+fn gather(
+    rx: &std_mpsc::Receiver<Message>,
+    first: Message,
+    streaming: bool,
+    held: &AtomicBool,
+    renew_due: Option<Instant>,
+) -> Vec<Message> {
+    let holding = || held.load(Ordering::Acquire);
+    let mut patient = may_wait(&first, streaming || holding());
+    let start = Instant::now();
     let mut gathered = vec![first];
     while gathered.len() < MAX_GATHERED {
         match rx.try_recv() {
             Ok(message) => {
-                patient &= may_wait(&message, streaming);
+                patient &= may_wait(&message, streaming || holding());
                 gathered.push(message);
             }
             Err(std_mpsc::TryRecvError::Empty) if patient => {
+                let until = gather_until(start, holding(), renew_due);
                 let left = until.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     break;
                 }
                 // Napping rather than blocking on the channel: a napping receiver costs
                 // its senders nothing, where a blocked one is woken by every message. A
-                // call unparks it (see `Store::call_now`).
+                // call, and the end of a hold, unpark it (see `Store::call_now`).
                 std::thread::park_timeout(left.min(GATHER_STEP));
             }
             Err(_) => break,
         }
     }
     gathered
+}
+
+/// Until when run writes gathered since `start` wait for more: [`GATHER`], or while
+/// `holding` [`HOLD_LIMIT`]; never past the lease renewal.
+fn gather_until(start: Instant, holding: bool, renew_due: Option<Instant>) -> Instant {
+    let until = start + if holding { HOLD_LIMIT } else { GATHER };
+    renew_due.map_or(until, |due| until.min(due))
 }
 
 /// Whether `message` may wait up to [`GATHER`] for more run writes to commit with.
@@ -537,6 +582,41 @@ mod tests {
     }
 
     #[test]
+    fn held_run_writes_wait_until_released_or_the_renewal() {
+        let start = Instant::now();
+        assert_eq!(gather_until(start, false, None), start + GATHER);
+        assert_eq!(gather_until(start, true, None), start + HOLD_LIMIT);
+        let renewal = start + Duration::from_millis(300);
+        assert_eq!(gather_until(start, true, Some(renewal)), renewal);
+        let soon = start + Duration::from_millis(1);
+        assert_eq!(gather_until(start, false, Some(soon)), soon);
+        // Released, a hold ends at once: what waited and what came meanwhile is written.
+        let (_, epoch, ids) = with_runs(1);
+        let id = ids[0];
+        let (tx, rx) = std_mpsc::channel();
+        let held = Arc::new(AtomicBool::new(true));
+        let gathering = std::thread::current();
+        let releaser = std::thread::spawn({
+            let held = Arc::clone(&held);
+            move || {
+                let (second, _) = started(epoch, id);
+                tx.send(second).expect("send");
+                held.store(false, Ordering::Release);
+                gathering.unpark();
+                tx
+            }
+        });
+        let (first, _) = started(epoch, id);
+        let gathered = gather(&rx, first, false, &held, None);
+        assert_eq!(
+            gathered.len(),
+            2,
+            "a held lone start waited for the release"
+        );
+        drop(releaser.join());
+    }
+
+    #[test]
     fn only_ends_and_streaming_starts_wait_for_company() {
         let (_, epoch, ids) = with_runs(1);
         let (start, _) = started(epoch, ids[0]);
@@ -552,7 +632,7 @@ mod tests {
         tx.send(second).expect("send");
         tx.send(Message::Call(Box::new(|_| {}))).expect("send");
         let (first, _) = started(epoch, ids[0]);
-        let gathered = gather(&rx, first, true);
+        let gathered = gather(&rx, first, true, &AtomicBool::new(false), None);
         assert_eq!(gathered.len(), 3);
         assert!(matches!(gathered[2], Message::Call(_)));
     }

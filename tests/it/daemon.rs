@@ -275,3 +275,36 @@ fn overlap_skip_is_logged() {
     );
     daemon.stop();
 }
+
+#[test]
+fn every_run_of_a_burst_is_logged_and_recorded_although_its_bookkeeping_waits() {
+    // More jobs due at one instant than the loop starts without holding the runs'
+    // bookkeeping (recording, logging, the store's writes) until the batch is started.
+    const JOBS: usize = 40;
+    let env = (0..JOBS).fold(TestEnv::new(), |env, i| {
+        env.job(&format!("b{i:02}"), "* * * * * *", "echo out $SCHEDCTL_JOB")
+    });
+    let env = env.write();
+    let mut daemon = env.daemon();
+    let finished = |lines: &[String], job: &str| {
+        lines.iter().any(|l| {
+            l.contains(&format!("job={job} ")) && l.contains("run finished state=succeeded")
+        })
+    };
+    daemon.wait_until("every job's first run finished", |lines| {
+        (0..JOBS).all(|i| finished(lines, &format!("b{i:02}")))
+    });
+    assert_eq!(daemon.stop(), Some(0));
+    for i in 0..JOBS {
+        let job = format!("b{i:02}");
+        let history = env.run(&["history", &job, "--json"]);
+        assert_eq!(history.code, Some(0), "{}", history.stderr);
+        assert!(
+            history.stdout.contains("\"state\": \"succeeded\"")
+                && !history.stdout.contains("\"state\": \"running\"")
+                && !history.stdout.contains("\"state\": \"pending\""),
+            "{job}: {}",
+            history.stdout
+        );
+    }
+}
