@@ -7,12 +7,14 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::scheduler::Control;
 
+/// Every signal the daemon installs a handler for (a started job's process resets them to
+/// their default before it execs, see `runner::spawn`).
+pub const HANDLED: [libc::c_int; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR1];
+
 /// Forward signals to `control` until the loop goes away.
 pub fn forward(control: mpsc::Sender<Control>) -> std::io::Result<()> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let [term, int, hup, usr1] = HANDLED.map(|s| signal(SignalKind::from_raw(s)));
+    let (mut term, mut int, mut hup, mut usr1) = (term?, int?, hup?, usr1?);
     tokio::spawn(async move {
         loop {
             let request = tokio::select! {

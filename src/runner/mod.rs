@@ -6,6 +6,7 @@
 mod output;
 mod process;
 mod shell;
+mod spawn;
 
 use std::collections::HashSet;
 use std::future::Future;

@@ -2,11 +2,8 @@
 //! noticing its exit through a pidfd (no SIGCHLD handler, no polling), signalling its whole
 //! group while the unreaped leader still reserves the group id, and reaping it.
 
-use std::ffi::OsStr;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
@@ -14,7 +11,7 @@ use nix::unistd::Pid;
 use tokio::io::unix::AsyncFd;
 use tokio::net::unix::pipe;
 
-use super::shell;
+use super::{shell, spawn};
 use crate::config::CommandLine;
 use crate::run::Termination;
 
@@ -36,24 +33,22 @@ pub fn spawn(
     if let Some(dir) = workdir {
         check_workdir(dir)?;
     }
-    let cmd = match command {
+    let started = match command {
         CommandLine::Shell(script) => {
             // On failure `env` may carry the PWD the shell would export anyway.
             if let Some(process) = spawn_plain(script, &mut env, workdir) {
                 return Ok(process);
             }
-            let mut c = std::process::Command::new("/bin/sh");
-            c.arg("-c").arg(&**script);
-            c
+            let argv = ["/bin/sh", "-c", &**script];
+            start(Path::new("/bin/sh"), &argv, &env, workdir)
         }
         CommandLine::Exec(argv) => {
             let program = resolve_program(&argv[0], path_var(&env), workdir)?;
-            let mut c = std::process::Command::new(program);
-            c.arg0(&argv[0]).args(&argv[1..]);
-            c
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+            start(&program, &argv, &env, workdir)
         }
     };
-    start(cmd, &env, workdir).map_err(|e| describe_spawn_error(command, &e))
+    started.map_err(|e| describe_spawn_error(command, &e))
 }
 
 /// A shell command that needs no shell, started directly with the environment the shell
@@ -74,10 +69,8 @@ fn spawn_plain(
     let pwd = shell::pwd(env_var(env, "PWD"), workdir)?;
     env.retain(|(k, _)| k != "PWD");
     env.push(("PWD".to_owned(), pwd));
-    let mut cmd = std::process::Command::new(program);
-    cmd.arg0(words[0]).args(&words[1..]);
     // A start that fails here (say, a script without `#!`) is left to the shell.
-    start(cmd, env, workdir).ok()
+    start(&program, &words, env, workdir).ok()
 }
 
 /// The value of `key` in a run's environment.
@@ -90,58 +83,59 @@ fn path_var(env: &[(String, String)]) -> &str {
     env_var(env, "PATH").unwrap_or(DEFAULT_PATH)
 }
 
-/// Spawn `cmd` in its own process group with exactly `env` and stdout/stderr piped, and
-/// open a pidfd on it.
+/// Start `program` with `argv` in its own process group with exactly `env`, stdin on
+/// `/dev/null` and stdout/stderr piped, watched through a pidfd.
 fn start(
-    mut cmd: std::process::Command,
+    program: &Path,
+    argv: &[&str],
     env: &[(String, String)],
     workdir: Option<&Path>,
 ) -> std::io::Result<Process> {
-    cmd.env_clear()
-        .envs(env.iter().map(|(k, v)| (OsStr::new(k), OsStr::new(v))))
-        .stdin(dev_null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    if let Some(dir) = workdir {
-        cmd.current_dir(dir);
-    }
-    let mut child = cmd.spawn()?;
-    let pid = Pid::from_raw(child.id() as i32);
-    let stdout = child.stdout.take().map(|s| pipe_receiver(OwnedFd::from(s)));
-    let stderr = child.stderr.take().map(|s| pipe_receiver(OwnedFd::from(s)));
-    // The child is ours until we reap it, so its pid cannot be reused before pidfd_open.
-    let pidfd = pidfd_open(pid)
-        .and_then(crate::clock::readable_fd)
-        .map_err(|e| {
+    let spawned = spawn::spawn(&spawn::Launch {
+        program,
+        argv,
+        env,
+        workdir,
+        stdin: dev_null()?,
+    })?;
+    let pid = Pid::from_raw(spawned.pid);
+    let watched = (|| {
+        Ok::<_, std::io::Error>((
+            crate::clock::readable_fd(spawned.pidfd)?,
+            pipe_receiver(spawned.stdout)?,
+            pipe_receiver(spawned.stderr)?,
+        ))
+    })();
+    match watched {
+        Ok((pidfd, stdout, stderr)) => Ok(Process {
+            pid,
+            pidfd,
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+            reaped: false,
+        }),
+        Err(e) => {
+            // Not watched, so not ours to leave running.
             let _ = killpg(pid, Signal::SIGKILL);
             let _ = waitid(Id::Pid(pid), WaitPidFlag::WEXITED);
-            std::io::Error::other(format!(
-                "cannot watch the process (pidfd_open needs Linux 5.3 or later): {e}"
-            ))
-        })?;
-    Ok(Process {
-        pid,
-        pidfd,
-        stdout: stdout.transpose().ok().flatten(),
-        stderr: stderr.transpose().ok().flatten(),
-        reaped: false,
-    })
+            Err(e)
+        }
+    }
 }
 
-/// A run's stdin: a copy of one `/dev/null` descriptor opened once (a `dup` instead of a
-/// path lookup and open per run); `Stdio::null` if that cannot be had.
-fn dev_null() -> Stdio {
-    static DEV_NULL: std::sync::OnceLock<Option<std::fs::File>> = std::sync::OnceLock::new();
-    DEV_NULL
-        .get_or_init(|| std::fs::File::open("/dev/null").ok())
-        .as_ref()
-        .and_then(|f| f.try_clone().ok())
-        .map_or_else(Stdio::null, Stdio::from)
+/// A run's stdin: one `/dev/null` descriptor opened once (the child dup2s it to 0).
+fn dev_null() -> std::io::Result<RawFd> {
+    static DEV_NULL: std::sync::OnceLock<std::io::Result<std::fs::File>> =
+        std::sync::OnceLock::new();
+    match DEV_NULL.get_or_init(|| std::fs::File::open("/dev/null")) {
+        Ok(file) => Ok(file.as_raw_fd()),
+        Err(e) => Err(std::io::Error::new(e.kind(), format!("/dev/null: {e}"))),
+    }
 }
 
+/// The read end of a pipe, already non-blocking, registered with the runtime.
 fn pipe_receiver(fd: OwnedFd) -> std::io::Result<pipe::Receiver> {
-    pipe::Receiver::from_owned_fd(fd)
+    pipe::Receiver::from_owned_fd_unchecked(fd)
 }
 
 /// Stop the process group led by `pid`, a process that is not our child (a run whose daemon

@@ -227,3 +227,43 @@ fn a_jobs_state_directory_is_made_ahead_when_it_is_due_within_ten_minutes() {
     );
     daemon.stop();
 }
+
+#[test]
+fn a_job_starts_with_no_signal_blocked_sigpipe_default_and_its_own_process_group() {
+    // A job's process is started without a shell here (a plain command) and through one
+    // (shell syntax); both must see what a shell started from a terminal would.
+    let env = TestEnv::new()
+        .job("plain", "* * * * * *", "grep Sig /proc/self/status")
+        .job(
+            "shell",
+            "* * * * * *",
+            "grep -E '^Sig(Blk|Ign)' /proc/self/status; read -r _ _ _ _ g _ < /proc/$$/stat; echo pgid=$g pid=$$",
+        )
+        .write();
+    let mut daemon = env.daemon();
+    for job in ["plain", "shell"] {
+        let blocked = daemon.wait_for(&[&format!("job={job} "), "SigBlk:"]);
+        assert!(blocked.ends_with("SigBlk:\t0000000000000000"), "{blocked}");
+        let ignored = daemon.wait_for(&[&format!("job={job} "), "SigIgn:"]);
+        let mask =
+            u64::from_str_radix(ignored.rsplit('\t').next().expect("mask"), 16).expect("hex mask");
+        assert_eq!(
+            mask & (1 << (libc::SIGPIPE - 1)),
+            0,
+            "SIGPIPE ignored: {ignored}"
+        );
+    }
+    let group = daemon.wait_for(&["job=shell ", "pgid="]);
+    let words: Vec<&str> = group
+        .rsplit(": ")
+        .next()
+        .expect("text")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        words[0].trim_start_matches("pgid="),
+        words[1].trim_start_matches("pid="),
+        "the job leads its own process group: {group}"
+    );
+    assert_eq!(daemon.stop(), Some(0));
+}
