@@ -353,7 +353,7 @@ mod tests {
             argv,
             env,
             workdir: Some(Path::new("/")),
-            stdin: std::io::stdin().as_raw_fd(),
+            stdin: io::stdin().as_raw_fd(),
         }
     }
 
