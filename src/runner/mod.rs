@@ -65,6 +65,11 @@ pub trait Executor: Send + Sync + 'static {
     /// Get ready to start these jobs (soonest due first), off the caller's thread, so that
     /// their first start costs no more than the next: the real runner makes their directories.
     fn prepare(&self, _jobs: Vec<Arc<Job>>) {}
+
+    /// Remove what runs other than `active` left behind: the real runner removes their
+    /// `$SCHEDCTL_RESULT` files (of runs whose daemon died before reading them, or of a
+    /// state database that was replaced), so that no start needs to.
+    fn forget_leftovers(&self, _active: &HashSet<RunId>) {}
 }
 
 /// A started run.
@@ -206,6 +211,24 @@ fn make_dirs(
 impl<C: Clock> Executor for Runner<C> {
     type Handle = Running<C>;
 
+    fn forget_leftovers(&self, active: &HashSet<RunId>) {
+        let Ok(entries) = std::fs::read_dir(self.state_dir.join("results")) else {
+            return;
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let run = entry.file_name().to_str().and_then(|n| n.parse().ok());
+            if run.is_some_and(|id| !active.contains(&RunId(id)))
+                && std::fs::remove_file(entry.path()).is_ok()
+            {
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::debug!(removed, "removed result files of runs no longer active");
+        }
+    }
+
     /// Make the jobs' directories on a thread of its own. A new directory costs ~25 us of
     /// file system work, serialised on the parent directory: 1,000 jobs due at one instant
     /// for the first time started a quarter slower when their starts made them.
@@ -238,9 +261,10 @@ impl<C: Clock> Executor for Runner<C> {
     fn start(&self, spec: &RunSpec) -> Result<Running<C>, String> {
         let job = &spec.job;
         self.make_dirs(&job.name)?;
+        // No result file is left for this run id (see `forget_leftovers`).
         let result_path = self.result_path(spec.run_id);
-        let _ = std::fs::remove_file(&result_path);
         let env = self.environment(spec);
+        let before = crate::procinfo::boot_ticks();
         let mut process = process::spawn(&job.command, env, job.settings.workdir.as_deref())?;
         // Logged before the output pumps start, so that it precedes the run's first line.
         tracing::info!(
@@ -270,7 +294,7 @@ impl<C: Clock> Executor for Runner<C> {
         .collect();
         Ok(Running {
             clock: self.clock.clone(),
-            pid_start: crate::procinfo::pid_start(process.pid()),
+            pid_start: crate::procinfo::child_start(process.pid(), before),
             process,
             pipes,
             sink: self.sink.clone(),

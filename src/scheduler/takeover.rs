@@ -54,6 +54,8 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
         };
         self.epoch = Some(epoch);
         let now = self.clock.now();
+        let active: std::collections::HashSet<_> = snapshot.active.iter().map(|r| r.id).collect();
+        self.executor.forget_leftovers(&active);
         let retries = self.recover(epoch, &snapshot, now).await;
         for row in snapshot.triggers.into_iter().chain(retries) {
             self.queue_trigger(row);

@@ -308,3 +308,25 @@ fn every_run_of_a_burst_is_logged_and_recorded_although_its_bookkeeping_waits() 
         );
     }
 }
+
+#[test]
+fn a_result_file_left_from_an_earlier_state_is_not_taken_for_a_new_runs() {
+    // Result files named by run ids, left by a daemon that died before reading them or by
+    // a state database that was since replaced (so that ids start again at 1).
+    let env = TestEnv::new().job("tick", "* * * * * *", "true").write();
+    let results = env.dir().join("schedctl.d/results");
+    std::fs::create_dir_all(&results).expect("mkdir");
+    for id in ["1", "2"] {
+        std::fs::write(results.join(id), "stale\n").expect("write");
+    }
+    let mut daemon = env.daemon();
+    daemon.wait_for(&["job=tick run_id=2:", "run finished"]);
+    assert_eq!(daemon.stop(), Some(0));
+    for id in ["1", "2"] {
+        let logs = env.run(&["logs", id, "--json"]);
+        let json: serde_json::Value = serde_json::from_str(&logs.stdout).expect("json");
+        assert_eq!(json["state"], "succeeded", "{}", logs.stdout);
+        assert_eq!(json["result"], serde_json::Value::Null, "{}", logs.stdout);
+        assert!(!results.join(id).exists());
+    }
+}

@@ -39,12 +39,16 @@ fn a_timed_out_jobs_grandchild_is_gone() {
 fn processes_a_job_leaves_behind_are_stopped_when_it_exits() {
     let env = TestEnv::new();
     let pidfile = env.path("bg.pid");
-    let env = env.job_with("leaver", "0 0 1 1 *", "unused", &[]).write();
+    let env = env
+        .job_with("leaver", "0 0 1 1 *", "unused", &[("kill_grace", "\"1s\"")])
+        .write();
     let text = std::fs::read_to_string(env.config()).expect("read");
+    // The leftover ignores SIGTERM, so it is still there when the run's end is handled
+    // (a SIGTERM goes to the group first) and is seen, reported and killed.
     env.write_raw(&text.replace(
         "schedule = \"0 0 1 1 *\"\ncommand = \"unused\"",
         &format!(
-            "schedule = \"* * * * * *\"\ncommand = \"sleep 300 >/dev/null 2>&1 & echo $! > {}\"",
+            "schedule = \"* * * * * *\"\ncommand = \"(trap '' TERM; exec sleep 300) >/dev/null 2>&1 & echo $! > {}\"",
             pidfile.display()
         ),
     ));
