@@ -276,21 +276,12 @@ impl<C: Clock> Executor for Runner<C> {
             scheduled_for = %spec.scheduled_for,
             "run started"
         );
-        let style = self.sink.style();
         let pipes = [
             (process.stdout.take(), Stream::Stdout),
             (process.stderr.take(), Stream::Stderr),
         ]
         .into_iter()
-        .filter_map(|(pipe, stream)| {
-            pipe.map(|p| {
-                (
-                    p,
-                    stream,
-                    LineFormat::new(style, &job.name, spec.run_id, stream),
-                )
-            })
-        })
+        .filter_map(|(pipe, stream)| pipe.map(|p| (p, stream)))
         .collect();
         Ok(Running {
             clock: self.clock.clone(),
@@ -312,7 +303,7 @@ pub struct Running<C> {
     process: process::Process,
     pid_start: Option<i64>,
     /// Its stdout and stderr, read by [`RunHandle::wait`] in the run's own task.
-    pipes: Vec<(tokio::net::unix::pipe::Receiver, Stream, LineFormat)>,
+    pipes: Vec<(tokio::net::unix::pipe::Receiver, Stream)>,
     sink: LogSink,
     output: Arc<RunOutput>,
     result_path: PathBuf,
@@ -410,7 +401,7 @@ impl<C: Clock> Running<C> {
 /// the group (one that called setsid) may hold the pipes open: once the group is gone
 /// (`reaped`), stop reading after a while rather than hang the run.
 async fn read_output(
-    pipes: Vec<(tokio::net::unix::pipe::Receiver, Stream, LineFormat)>,
+    pipes: Vec<(tokio::net::unix::pipe::Receiver, Stream)>,
     sink: LogSink,
     output: Arc<RunOutput>,
     (job, run_id): (JobName, RunId),
@@ -418,10 +409,12 @@ async fn read_output(
 ) {
     const DRAIN_LIMIT: Duration = Duration::from_secs(2);
     let mut pipes = pipes.into_iter();
-    let pump = |pipe: Option<(tokio::net::unix::pipe::Receiver, Stream, LineFormat)>| {
-        let (sink, output) = (sink.clone(), Arc::clone(&output));
+    let pump = |pipe: Option<(tokio::net::unix::pipe::Receiver, Stream)>| {
+        let (sink, output, job) = (sink.clone(), Arc::clone(&output), Arc::clone(&job));
         async move {
-            if let Some((pipe, stream, format)) = pipe {
+            if let Some((pipe, stream)) = pipe {
+                let style = sink.style();
+                let format = move || LineFormat::new(style, &job, run_id, stream);
                 output::pump(pipe, stream, format, sink, output).await;
             }
         }

@@ -17,20 +17,33 @@ pub const MAX_LINE: usize = 64 * 1024;
 const MIN_BUFFER: usize = 8 * 1024;
 const MAX_BUFFER: usize = 2 * MAX_LINE;
 
-/// Read `pipe` to its end, logging every line and handing it to the run's [`RunOutput`].
+/// Read `pipe` to its end, logging every line (in the format `format` makes) and handing
+/// it to the run's [`RunOutput`]. A stream that ends without output (most jobs' stderr,
+/// many jobs' stdout) costs one read: no buffer, no format, no timestamp.
 pub async fn pump(
     mut pipe: pipe::Receiver,
     stream: Stream,
-    format: LineFormat,
+    format: impl FnOnce() -> LineFormat,
     sink: LogSink,
     output: Arc<RunOutput>,
 ) {
+    let mut first = [0u8; 256];
+    // EIO and friends end the stream like EOF; what was read is still logged.
+    let n = pipe.read(&mut first).await.unwrap_or_default();
+    if n == 0 {
+        return;
+    }
+    let format = format();
     let mut splitter = Splitter::new();
+    splitter.free_space()[..n].copy_from_slice(&first[..n]);
+    let mut n = Some(n);
     let mut out = Vec::new();
     let mut lines: Vec<(usize, usize)> = Vec::new();
     loop {
-        // EIO and friends end the stream like EOF; what was read is still logged.
-        let n = pipe.read(splitter.free_space()).await.unwrap_or_default();
+        let n = match n.take() {
+            Some(n) => n,
+            None => pipe.read(splitter.free_space()).await.unwrap_or_default(),
+        };
         let ts = timestamp_now();
         let mut batch = Vec::new();
         let mut collect = |line: &[u8]| {

@@ -80,6 +80,9 @@ pub fn spawn(launch: &Launch<'_>) -> io::Result<Spawned> {
     )?;
     let (stdout_read, stdout_write) = pipe()?;
     let (stderr_read, stderr_write) = pipe()?;
+    // Only our read ends: the child's ends are other open files and stay blocking.
+    set_nonblocking(&stdout_read)?;
+    set_nonblocking(&stderr_read)?;
     let child = Child {
         program: program.as_ptr(),
         argv: argv.pointers.as_ptr(),
@@ -107,8 +110,6 @@ pub fn spawn(launch: &Launch<'_>) -> io::Result<Spawned> {
         unsafe { libc::waitpid(pid, &mut status, 0) };
         return Err(io::Error::from_raw_os_error(error));
     }
-    set_nonblocking(&stdout_read)?;
-    set_nonblocking(&stderr_read)?;
     Ok(Spawned {
         pid,
         pidfd,
