@@ -95,7 +95,9 @@ pub(super) async fn drive<C: Clock, E: Executor>(
                     ),
                 }
             };
-            let ((), ended) = tokio::join!(marked, handle.wait(stop));
+            // Boxed, so that what the run needed while it ran is freed before it waits at
+            // the gate: in a held burst a thousand runs wait there at once.
+            let ((), ended) = Box::pin(async { tokio::join!(marked, handle.wait(stop)) }).await;
             ctx.gate.pass().await;
             (ended, Some(pid))
         }
