@@ -144,7 +144,13 @@ fn clone_child(child: &Child, stack: &mut Stack) -> io::Result<(i32, OwnedFd)> {
         )
     };
     let cloned = if pid < 0 {
-        Err(io::Error::last_os_error())
+        let err = io::Error::last_os_error();
+        Err(match err.raw_os_error() {
+            Some(libc::EINVAL | libc::ENOSYS) => io::Error::other(format!(
+                "cannot start processes: clone with CLONE_PIDFD needs Linux 5.2 or later ({err})"
+            )),
+            _ => err,
+        })
     } else {
         // SAFETY: with CLONE_PIDFD the kernel stored a new descriptor that we own.
         Ok((pid, unsafe { OwnedFd::from_raw_fd(pidfd) }))
