@@ -65,6 +65,37 @@ struct Child {
     error: AtomicI32,
 }
 
+/// Mark every descriptor this process inherited above stderr close-on-exec, so that jobs
+/// get none of them (whoever started the daemon may have left some open: a shell's, a
+/// supervisor's). Call before opening anything: the daemon's own are close-on-exec already.
+pub fn close_inherited_on_exec() {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on descriptors.
+    let marked = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if marked == 0 {
+        return;
+    }
+    // Before Linux 5.11: one by one.
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    for fd in entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<RawFd>().ok())
+    {
+        if fd > 2 {
+            // SAFETY: F_SETFD on a descriptor number; a closed one just fails.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
+}
+
 pub fn spawn(launch: &Launch<'_>) -> io::Result<Spawned> {
     let program = c_string(launch.program.as_os_str().as_bytes())?;
     let workdir = launch

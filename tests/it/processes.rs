@@ -271,3 +271,28 @@ fn a_job_starts_with_no_signal_blocked_sigpipe_default_and_its_own_process_group
     );
     assert_eq!(daemon.stop(), Some(0));
 }
+
+#[test]
+fn a_job_gets_no_descriptor_the_daemon_inherited_beyond_stdio() {
+    // A descriptor left open without close-on-exec by whoever starts the daemon (here this
+    // test process, so every daemon started meanwhile inherits it).
+    // SAFETY: dup of stdin; the copy is closed below.
+    let leaked = unsafe { libc::dup(0) };
+    assert!(leaked > 2);
+    let env = TestEnv::new()
+        .job("fds", "* * * * * *", "ls /proc/self/fd")
+        .write();
+    let mut daemon = env.daemon();
+    daemon.wait_for(&["job=fds ", "run finished"]);
+    assert_eq!(daemon.stop(), Some(0));
+    // SAFETY: closing the descriptor made above.
+    unsafe { libc::close(leaked) };
+    let lines = daemon.lines();
+    let fds: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.contains("job=fds run_id=1 stream=stdout: "))
+        .filter_map(|l| l.rsplit(": ").next())
+        .collect();
+    // 0-2, and the directory `ls` reads.
+    assert_eq!(fds, ["0", "1", "2", "3"], "leaked fd {leaked}");
+}
