@@ -135,6 +135,7 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
             return;
         }
         let mut held = (batch.len() > hold::HOLD_ABOVE).then(|| self.holds.hold());
+        self.trim_when_idle |= held.is_some();
         let records = self.decide(&batch);
         let (plans, rest_plans) = batch.split_at(batch.len().min(RECORD_CHUNK));
         let (records, rest_records) = records.split_at(plans.len());

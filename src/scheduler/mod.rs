@@ -119,6 +119,8 @@ pub struct Scheduler<C: Clock, E: Executor> {
     events_tx: mpsc::UnboundedSender<RunEvent>,
     /// Holds the runs' bookkeeping while a large batch starts.
     holds: hold::Holds,
+    /// A held batch ran since the last time no run was left: give the heap back then.
+    trim_when_idle: bool,
 }
 
 impl<C: Clock, E: Executor> Scheduler<C, E> {
@@ -146,6 +148,7 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
             running: HashMap::new(),
             events_tx,
             holds: hold::Holds::new(parts.store.clone()),
+            trim_when_idle: false,
             store: parts.store,
         };
         scheduler.apply(config);
@@ -271,6 +274,12 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
         let Some(run) = self.running.remove(&run_id) else {
             return;
         };
+        if self.trim_when_idle && self.running.is_empty() {
+            // A held burst had all its runs alive at once; without this, the daemon would
+            // keep that peak (~9 KB a run) resident until the next configuration change.
+            self.trim_when_idle = false;
+            crate::memory::release_freed();
+        }
         if let Some(index) = self.index_of(&run.job) {
             let slot = &mut self.slots[index];
             slot.running = slot.running.saturating_sub(1);
