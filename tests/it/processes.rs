@@ -276,8 +276,9 @@ fn a_job_starts_with_no_signal_blocked_sigpipe_default_and_its_own_process_group
 fn a_job_gets_no_descriptor_the_daemon_inherited_beyond_stdio() {
     // A descriptor left open without close-on-exec by whoever starts the daemon (here this
     // test process, so every daemon started meanwhile inherits it).
-    // SAFETY: dup of stdin; the copy is closed below.
-    let leaked = unsafe { libc::dup(0) };
+    let null = std::fs::File::open("/dev/null").expect("open /dev/null");
+    // SAFETY: dup of a descriptor we own; the copy (without close-on-exec) is closed below.
+    let leaked = unsafe { libc::dup(std::os::fd::AsRawFd::as_raw_fd(&null)) };
     assert!(leaked > 2);
     let env = TestEnv::new()
         .job("fds", "* * * * * *", "ls /proc/self/fd")
