@@ -275,7 +275,7 @@ async fn a_second_stop_request_cuts_the_grace_short() {
 
 #[tokio::test]
 async fn a_burst_larger_than_one_record_chunk_fires_each_job_once_and_records_each_run() {
-    // The loop records a large batch in two transactions (the first 32, then the rest):
+    // The loop records a large batch in transactions of doubling size (here 32, 64, 4):
     // every run must be started once and recorded once, whichever part it was in.
     let body: String = (0..100)
         .map(|i| format!("[jobs.j{i:03}]\nschedule = \"0 11 * * *\"\ncommand = \"true\"\n"))
