@@ -52,6 +52,9 @@ const RESET: [c_int; 5] = {
 
 /// Bytes of the child's stack: it makes a handful of system calls and nothing else.
 const STACK_SIZE: usize = 64 * 1024;
+/// The inaccessible page below the stack, so that an overflow faults instead of writing
+/// into other memory.
+const GUARD: usize = 4096;
 
 /// Everything the child reads, prepared by the parent, plus where it leaves its error.
 struct Child {
@@ -334,12 +337,11 @@ struct Stack {
 
 impl Stack {
     fn new() -> io::Result<Stack> {
-        let page = 4096;
         // SAFETY: a new private anonymous mapping; checked below.
         let base = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                STACK_SIZE + page,
+                GUARD + STACK_SIZE,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
                 -1,
@@ -350,10 +352,10 @@ impl Stack {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: the lowest page of the mapping just made becomes the guard.
-        if unsafe { libc::mprotect(base, page, libc::PROT_NONE) } != 0 {
+        if unsafe { libc::mprotect(base, GUARD, libc::PROT_NONE) } != 0 {
             let err = io::Error::last_os_error();
             // SAFETY: unmapping the mapping made above.
-            unsafe { libc::munmap(base, STACK_SIZE + page) };
+            unsafe { libc::munmap(base, GUARD + STACK_SIZE) };
             return Err(err);
         }
         Ok(Stack { base })
@@ -361,14 +363,14 @@ impl Stack {
 
     fn top(&mut self) -> *mut c_void {
         // SAFETY: one past the end of the mapping; the stack grows down from here.
-        unsafe { self.base.cast::<u8>().add(STACK_SIZE + 4096).cast() }
+        unsafe { self.base.cast::<u8>().add(GUARD + STACK_SIZE).cast() }
     }
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
         // SAFETY: the mapping made in `Stack::new`, unused once its thread ends.
-        unsafe { libc::munmap(self.base, STACK_SIZE + 4096) };
+        unsafe { libc::munmap(self.base, GUARD + STACK_SIZE) };
     }
 }
 
