@@ -229,22 +229,14 @@ fn serve<C: Clock>(
                 write_gathered(&mut *backend, gathered, |backend, message| match message {
                     Message::Call(call) => call(backend),
                     Message::Renew(next) => {
-                        changes_seen = backend.changes().unwrap_or(0);
-                        renewal = next.map(|r| {
-                            let due = Instant::now() + r.ttl / 3;
-                            (r, due)
-                        });
+                        renewal = plan_renewal(backend, next, &mut changes_seen);
                     }
                     Message::Started { .. } | Message::Finished { .. } => {}
                 });
             }
             Some(Message::Call(call)) => call(&mut *backend),
             Some(Message::Renew(next)) => {
-                changes_seen = backend.changes().unwrap_or(0);
-                renewal = next.map(|r| {
-                    let due = Instant::now() + r.ttl / 3;
-                    (r, due)
-                })
+                renewal = plan_renewal(&mut *backend, next, &mut changes_seen);
             }
             Some(Message::Started { .. } | Message::Finished { .. }) => {
                 unreachable!("run writes are handled above")
@@ -284,6 +276,20 @@ fn serve<C: Clock>(
             }
         }
     }
+}
+
+/// Renew as `next` says from now on (or stop renewing): the first renewal is due a third of
+/// the TTL from now, and changes to the durable state are counted from the present value.
+fn plan_renewal(
+    backend: &mut dyn Backend,
+    next: Option<Renewal>,
+    changes_seen: &mut i64,
+) -> Option<(Renewal, Instant)> {
+    *changes_seen = backend.changes().unwrap_or(0);
+    next.map(|r| {
+        let due = Instant::now() + r.ttl / 3;
+        (r, due)
+    })
 }
 
 /// `first` (a run write) and the messages that follow it to be written with it: those
