@@ -193,8 +193,8 @@ fn check_workdir(dir: &Path) -> Result<(), String> {
     }
 }
 
-/// Find `program` the way execvp would, in the run's PATH, so that spawning can use
-/// posix_spawn and a missing program gets a clear reason. A path is left to the spawn.
+/// Find `program` the way execvp would, in the run's PATH, so that a missing program gets
+/// a clear reason before anything starts. A path is left to the spawn.
 fn resolve_program(
     program: &str,
     path_var: &str,

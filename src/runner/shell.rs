@@ -111,15 +111,12 @@ pub fn plain_words(script: &str) -> Option<Vec<&str>> {
     Some(words)
 }
 
-/// Where the shell would find `program` (its PATH search, or the path itself), if it is an
-/// executable file; `None` leaves the error message to the shell.
+/// Where the shell's PATH search finds `program`, a name without `/` (a path is not searched
+/// for, and its callers take it as it is), if it is an executable file there.
 pub fn find_program(program: &str, path_var: &str, workdir: Option<&Path>) -> Option<PathBuf> {
+    debug_assert!(!program.contains('/'), "{program} is a path, not a name");
     let executable =
         |p: &Path| nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok() && p.is_file();
-    if program.contains('/') {
-        let path = in_workdir(Path::new(program), workdir);
-        return executable(&path).then_some(path);
-    }
     path_var
         .split(':')
         .map(|dir| {
@@ -222,20 +219,17 @@ mod tests {
             Some(PathBuf::from("/bin/sh"))
         );
         assert_eq!(find_program("sh", "/nonexistent", None), None);
+        // An empty PATH entry is the working directory.
         assert_eq!(
-            find_program("/bin/sh", "", None),
-            Some(PathBuf::from("/bin/sh"))
-        );
-        assert_eq!(
-            find_program("./sh", "", Some(Path::new("/bin"))),
+            find_program("sh", "/nonexistent:", Some(Path::new("/bin"))),
             Some(PathBuf::from("/bin/./sh"))
         );
         let dir = tempfile::tempdir().expect("tempdir");
-        let plain_file = dir.path().join("data");
-        std::fs::write(&plain_file, "x").expect("write");
-        let text = plain_file.display().to_string();
-        assert_eq!(find_program(&text, "", None), None, "not executable");
-        assert_eq!(find_program("/bin", "", None), None, "a directory");
+        std::fs::write(dir.path().join("data"), "x").expect("write");
+        std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
+        let path = dir.path().display().to_string();
+        assert_eq!(find_program("data", &path, None), None, "not executable");
+        assert_eq!(find_program("sub", &path, None), None, "a directory");
     }
 
     #[test]
