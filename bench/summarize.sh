@@ -7,7 +7,7 @@ t() { [ -s "$R/$1.jsonl" ] && { echo; echo "### $1"; $S "$R/$1.jsonl" "$2" "$3";
 t physical_spawn mode,workers spawns_per_s
 t physical_sqlite synchronous,fs commits_per_s
 t physical_burst mode,threads,n_jobs p50_ms,p99_ms,max_ms,parent_cpu_ms
-t fire_latency adapter,n_jobs p50_ms,p99_ms,max_ms,min_ms,missing
+t fire_latency adapter,n_jobs p50_ms,p99_ms,max_ms,min_ms,missing,daemon_cpu_ms,children_cpu_ms
 t startup adapter,jobs cpu_settle_s,cpu_ms_at_settle,ready_stamp_s,ready_log_s,rss_kb_end,threads_end
 t startup_validate adapter,jobs median_ms,min_ms,max_ms
 t idle_cost adapter,jobs cpu_ms,perf_task_clock_ms,ctxsw,perf_ctxsw,wakeups_per_s,rss_kb,threads,stray_fires
