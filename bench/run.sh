@@ -37,7 +37,14 @@ for m in $METRICS; do
   log "metric: $m"
   case $m in
     physical) metrics/physical_limits.sh ;;
-    fire)     for a in $ALL; do metrics/fire_latency.sh "$a"; done ;;
+    fire)
+        # Rep by rep across the adapters, so that the host's load drifting within the run
+        # moves all of them alike.
+        for n in 1 100 1000; do
+            for rep in $(seq 1 "${REPS:-3}"); do
+                for a in $ALL; do REP=$rep metrics/fire_latency.sh "$a" "$n"; done
+            done
+        done ;;
     startup)  for a in $ALL; do metrics/startup.sh "$a"; done ;;
     idle)     for a in $ALL; do metrics/idle_cost.sh "$a"; done ;;
     spawn)    for a in $ALL; do metrics/spawn_throughput.sh "$a"; done ;;
