@@ -318,7 +318,10 @@ fn gather(
                 let until = gather_until(start, holding(), renew_due);
                 let left = until.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    break;
+                    // Waited long enough; what arrived since the last look (say, just
+                    // before a hold ended) still comes along.
+                    patient = false;
+                    continue;
                 }
                 // Napping rather than blocking on the channel: a napping receiver costs
                 // its senders nothing, where a blocked one is woken by every message. A
