@@ -276,7 +276,7 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
         };
         if self.trim_when_idle && self.running.is_empty() {
             // A held burst had all its runs alive at once; without this, the daemon would
-            // keep that peak (~9 KB a run) resident until the next configuration change.
+            // keep that peak (~7 KB a run) resident until the next configuration change.
             self.trim_when_idle = false;
             crate::memory::release_freed();
         }
