@@ -15,25 +15,40 @@ pub fn release_freed() {
 /// How much more than asked malloc grows a heap by while [`with_headroom`] runs.
 const HEADROOM: usize = 16 << 20;
 
+/// Blocks up to this size come from the heap while [`with_headroom`] runs, not from mmap.
+const HEAP_BLOCKS: usize = 4 << 20;
+
+/// glibc's defaults for the mmap and trim thresholds (which no longer adapt once set).
+const DEFAULT_THRESHOLD: usize = 128 << 10;
+
 /// Run `f` with malloc growing its heaps in large steps (`M_TOP_PAD`) instead of a few
-/// pages at a time. Two threads that parse a large job file at once otherwise take turns
-/// on the process's memory map at every step: the parse of 10,000 jobs took 13 to 21 ms
-/// on two threads, 12 ms with the headroom. What is left over is given back by
-/// [`release_freed`]. Setting it fixes glibc's mmap threshold at its default of 128 KiB
-/// (it no longer adapts), which changes nothing that matters here.
+/// pages at a time, and serving blocks of up to 4 MiB from them (`M_MMAP_THRESHOLD`).
+/// Two threads that parse a large job file at once otherwise take turns on the process's
+/// memory map at every step (the parse of 10,000 jobs took 13 to 21 ms on two threads,
+/// 12 ms with the headroom), and the parser's scratch space for each piece of the file
+/// (a few hundred KiB) would be fresh pages from mmap each time instead of the pages the
+/// last piece freed. What is left over is given back by [`release_freed`]. Afterwards
+/// both thresholds are glibc's defaults of 128 KiB, fixed (they no longer adapt), which
+/// changes nothing that matters here.
 pub fn with_headroom<R>(f: impl FnOnce() -> R) -> R {
-    set_top_pad(HEADROOM);
+    tune(HEADROOM, HEAP_BLOCKS, HEADROOM);
     let result = f();
-    set_top_pad(0);
+    tune(0, DEFAULT_THRESHOLD, DEFAULT_THRESHOLD);
     result
 }
 
-fn set_top_pad(bytes: usize) {
+fn tune(top_pad: usize, mmap_threshold: usize, trim_threshold: usize) {
     #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt only changes malloc's tuning parameters; it takes no pointers.
-    unsafe {
-        libc::mallopt(libc::M_TOP_PAD, bytes.try_into().unwrap_or(i32::MAX));
+    for (parameter, bytes) in [
+        (libc::M_TOP_PAD, top_pad),
+        (libc::M_MMAP_THRESHOLD, mmap_threshold),
+        (libc::M_TRIM_THRESHOLD, trim_threshold),
+    ] {
+        // SAFETY: mallopt only changes malloc's tuning parameters; it takes no pointers.
+        unsafe {
+            libc::mallopt(parameter, bytes.try_into().unwrap_or(i32::MAX));
+        }
     }
     #[cfg(not(target_env = "gnu"))]
-    let _ = bytes;
+    let _ = (top_pad, mmap_threshold, trim_threshold);
 }

@@ -405,7 +405,7 @@ fn line_of(text: &str, needle: &str) -> usize {
 #[test]
 fn a_large_file_parsed_in_two_parts_holds_every_job_with_its_settings() {
     let text = large_file(|_, job| job);
-    assert!(split::cut(&text).is_some(), "the test file is cut");
+    assert!(split::pieces(&text).len() > 2, "the test file is cut");
     let config = check(&text).expect("valid");
     assert_eq!(config.jobs.len(), 4000);
     for name in ["j0000", "j1999", "j3999"] {
@@ -430,7 +430,7 @@ fn errors_in_both_parts_of_a_large_file_name_their_own_lines() {
         3950 => job.replace("command", "comand"),
         _ => job,
     });
-    assert!(split::cut(&text).is_some(), "the test file is cut");
+    assert!(split::pieces(&text).len() > 2, "the test file is cut");
     let first = line_of(&text, "[jobs.j0010]") + 1;
     let second = line_of(&text, "[jobs.j3900]") + 1;
     let typo = line_of(&text, "comand");
@@ -465,5 +465,28 @@ fn a_syntax_error_in_the_second_part_of_a_large_file_is_found_as_in_one_pass() {
     assert!(
         found[0].starts_with(&format!("/etc/schedctl/jobs.toml:{line}:")),
         "{found:?}"
+    );
+}
+
+#[test]
+fn tables_of_one_job_in_distant_pieces_of_a_large_file_read_as_in_one_pass() {
+    // Valid TOML: a job's `env` table far below the job. Each piece alone would make its
+    // own `jobs.j0010`, so the file must not be read in pieces.
+    let text = large_file(|_, job| job) + "[jobs.j0010.env]\nA = \"1\"\n";
+    assert!(split::pieces(&text).len() > 2, "the test file is cut");
+    let config = check(&text).expect("valid");
+    assert_eq!(config.jobs.len(), 4000);
+    let env = &config.job("j0010").expect("j0010").settings.env;
+    assert_eq!(env, &vec![("A".to_owned(), "1".to_owned())]);
+
+    // The same job twice, far apart: the error one pass gives.
+    let twice = large_file(|_, job| job) + "[jobs.j0010]\nschedule = \"@daily\"\n";
+    let header = twice.lines().count() - 1;
+    assert_eq!(
+        errors(&twice),
+        vec![
+            format!("/etc/schedctl/jobs.toml:{header}:7: duplicate key"),
+            format!("/etc/schedctl/jobs.toml:{}:1: duplicate key", header + 1),
+        ]
     );
 }
