@@ -22,6 +22,7 @@ use crate::watcher;
 /// `listen` (the command line's `--listen`) wins over `[daemon] listen`.
 pub fn run(config_path: &Path, listen: Option<std::net::SocketAddr>) -> Result<u8, Error> {
     crate::runner::close_inherited_on_exec();
+    crate::memory::merge_freed_at_once();
     let config = super::load_config(config_path)?;
     let db = Sqlite::open(&config.daemon.state).map_err(|e| Error::usage(e.to_string()))?;
     let (sink, flusher) = logging::init(Style::detect(config.daemon.log_format));
