@@ -42,8 +42,9 @@ pub fn with_headroom<R>(f: impl FnOnce() -> R) -> R {
 /// gives memory back after a peak this matters: blocks freed into fast bins were merged
 /// only by [`release_freed`], into the free top of a thread's heap, which `malloc_trim`
 /// does not give back for the heaps of threads other than the main one. After loading
-/// 10,000 jobs, one such heap stayed resident (~3.5 MB) in about one start in three. The
-/// small cost per free did not show in the 1,000-job burst (5 interleaved pairs).
+/// 10,000 jobs in pieces, one parse thread's heap (taken over by a daemon thread) stayed
+/// resident, ~3.5 MB, in 6 of 16 starts; 0 of 16 with this. It costs a little on every
+/// free: ~4% more daemon CPU in a burst of 1,000 starts (14 interleaved pairs).
 pub fn merge_freed_at_once() {
     #[cfg(target_env = "gnu")]
     set(libc::M_MXFAST, 0);
