@@ -84,14 +84,12 @@ fn job_header(rest: &str) -> bool {
 /// Whether the pieces define different tables: no top-level table but `jobs` in two of
 /// them, and no job in two of them.
 pub(super) fn disjoint(pieces: &[Spanned<DeTable<'_>>]) -> bool {
-    let count = |key: &str| {
-        pieces
-            .iter()
-            .filter_map(|p| p.get_ref().get(key))
-            .map(|t| t.get_ref().as_table().map_or(0, DeTable::len))
-            .sum()
-    };
-    let mut jobs: HashSet<&str> = HashSet::with_capacity(count("jobs"));
+    let job_count = pieces
+        .iter()
+        .filter_map(|p| p.get_ref().get("jobs")?.get_ref().as_table())
+        .map(DeTable::len)
+        .sum();
+    let mut jobs: HashSet<&str> = HashSet::with_capacity(job_count);
     let mut tables: HashSet<&str> = HashSet::new();
     let mut jobs_tables = false;
     for piece in pieces {

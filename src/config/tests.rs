@@ -383,8 +383,8 @@ fn jobs_with_the_same_settings_share_one_copy() {
     assert_eq!(settings[0].kill_grace, Duration::from_secs(5));
 }
 
-/// A file large enough to be parsed in two parts (see `split`), with `edit` applied to
-/// the line of one job in each half.
+/// A file large enough to be parsed in pieces (see `split`), with `edit` applied to each
+/// job's lines.
 fn large_file(edit: impl Fn(usize, String) -> String) -> String {
     let mut text = String::from("[daemon]\ntimezone = \"UTC\"\n\n[defaults]\ntimeout = \"1h\"\n\n");
     for i in 0..4000 {
@@ -403,7 +403,7 @@ fn line_of(text: &str, needle: &str) -> usize {
 }
 
 #[test]
-fn a_large_file_parsed_in_two_parts_holds_every_job_with_its_settings() {
+fn a_large_file_parsed_in_pieces_holds_every_job_with_its_settings() {
     let text = large_file(|_, job| job);
     assert!(split::pieces(&text).len() > 2, "the test file is cut");
     let config = check(&text).expect("valid");
@@ -424,7 +424,7 @@ fn a_large_file_parsed_in_two_parts_holds_every_job_with_its_settings() {
 }
 
 #[test]
-fn errors_in_both_parts_of_a_large_file_name_their_own_lines() {
+fn errors_in_distant_pieces_of_a_large_file_name_their_own_lines() {
     let text = large_file(|i, job| match i {
         10 | 3900 => job.replace("3 * * *\"", "3 * * * * * *\""),
         3950 => job.replace("command", "comand"),
@@ -452,7 +452,7 @@ fn errors_in_both_parts_of_a_large_file_name_their_own_lines() {
 }
 
 #[test]
-fn a_syntax_error_in_the_second_part_of_a_large_file_is_found_as_in_one_pass() {
+fn a_syntax_error_in_a_later_piece_of_a_large_file_is_found_as_in_one_pass() {
     let text = large_file(|i, job| {
         if i == 3000 {
             job.replace("command = \"echo 3000\"", "command = \"echo 3000")
