@@ -22,6 +22,7 @@ use crate::watcher;
 /// `listen` (the command line's `--listen`) wins over `[daemon] listen`.
 pub fn run(config_path: &Path, listen: Option<std::net::SocketAddr>) -> Result<u8, Error> {
     crate::runner::close_inherited_on_exec();
+    let open_files = crate::runner::raise_open_file_limit();
     let config = super::load_config(config_path)?;
     // After the first load, whose many small frees are quicker with fast bins; what keeps
     // a thread's heap resident is what the daemon's threads free later.
@@ -43,6 +44,13 @@ pub fn run(config_path: &Path, listen: Option<std::net::SocketAddr>) -> Result<u
             version = env!("CARGO_PKG_VERSION"),
             "schedctl daemon starting"
         );
+        if let Some((given, raised)) = open_files {
+            tracing::debug!(
+                given,
+                raised,
+                "open file limit raised to the hard limit (jobs start with the one given)"
+            );
+        }
         let store = Store::start(Box::new(db), clock);
         let daemon = &config.daemon;
         let leadership = Leadership::start(

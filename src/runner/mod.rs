@@ -26,7 +26,7 @@ use crate::run::{RunId, RunOutcome, StopCause, Stream, Trigger};
 pub use output::{FollowEvent, MAX_LINE, RunOutput, Splitter, Tail};
 pub(crate) use process::pidfd_open;
 pub use process::{DEFAULT_PATH, stop_group_of};
-pub use spawn::close_inherited_on_exec;
+pub use spawn::{close_inherited_on_exec, raise_open_file_limit};
 
 /// What a job writes to `$SCHEDCTL_RESULT` is kept up to this size.
 pub const RESULT_LIMIT: usize = 64 * 1024;

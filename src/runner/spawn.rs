@@ -10,7 +10,8 @@
 //! The child shares the parent's memory until `execve`, so it only makes system calls on
 //! data prepared before the clone: no allocation, no locks. The parent blocks every signal
 //! around the clone, so no handler of the daemon can run in the child; the child resets the
-//! signals the daemon handles or ignores to their default, unblocks all, and execs. A
+//! signals the daemon handles or ignores to their default, puts back the open-file limit
+//! the daemon was started with (it raises its own), unblocks all, and execs. A
 //! failure before or in `execve` is left in memory both share, and the child exits 127.
 
 use std::cell::RefCell;
@@ -19,6 +20,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 /// What a started process is: its pid, a pidfd on it, and the read ends of its stdout and
@@ -65,7 +67,43 @@ struct Child {
     stdin: RawFd,
     stdout: RawFd,
     stderr: RawFd,
+    /// The open-file limit to give the job, when the daemon raised its own.
+    nofile: Option<libc::rlimit>,
     error: AtomicI32,
+}
+
+/// The open-file limit the daemon was started with, once [`raise_open_file_limit`] raised
+/// its own; jobs get this one.
+static JOB_NOFILE: OnceLock<libc::rlimit> = OnceLock::new();
+
+/// Raise this process's soft limit on open files to its hard limit; jobs still start with
+/// the soft limit the daemon was given (programs that use `select` rely on 1,024). Every
+/// running job holds three of the daemon's descriptors (its two pipes and its pidfd): under
+/// systemd's default soft limit of 1,024, ~330 runs at once were the most that could
+/// start, and the rest failed with "Too many open files". Returns the limits before and
+/// after, or `None` when there was nothing to raise.
+pub fn raise_open_file_limit() -> Option<(u64, u64)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the rlimit we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0
+        || limit.rlim_cur >= limit.rlim_max
+    {
+        return None;
+    }
+    let raised = libc::rlimit {
+        rlim_cur: limit.rlim_max,
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: setrlimit reads the rlimit we own; raising the soft limit up to the hard
+    // one needs no privilege.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        return None;
+    }
+    JOB_NOFILE.set(limit).ok()?;
+    Some((limit.rlim_cur, raised.rlim_cur))
 }
 
 /// Mark every descriptor this process inherited above stderr close-on-exec, so that jobs
@@ -125,6 +163,7 @@ pub fn spawn(launch: &Launch<'_>) -> io::Result<Spawned> {
         stdin: launch.stdin,
         stdout: stdout_write.as_raw_fd(),
         stderr: stderr_write.as_raw_fd(),
+        nofile: JOB_NOFILE.get().copied(),
         error: AtomicI32::new(0),
     };
     let (pid, pidfd) = STACK.with(|stack| {
@@ -219,6 +258,10 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
         }
         if !child.workdir.is_null() && libc::chdir(child.workdir) != 0 {
             fail(child);
+        }
+        // Lowering the soft limit back cannot fail; the job keeps what it was given.
+        if let Some(limit) = &child.nofile {
+            libc::setrlimit(libc::RLIMIT_NOFILE, limit);
         }
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);

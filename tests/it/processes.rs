@@ -297,3 +297,33 @@ fn a_job_gets_no_descriptor_the_daemon_inherited_beyond_stdio() {
     // 0-2, and the directory `ls` reads.
     assert_eq!(fds, ["0", "1", "2", "3"], "leaked fd {leaked}");
 }
+
+#[test]
+fn runs_at_once_are_not_bounded_by_the_open_file_limit_the_daemon_was_given() {
+    // Each running job holds three of the daemon's descriptors: 40 at once need ~150 with
+    // the daemon's own, more than this soft limit (the hard limit, which the daemon raises
+    // its own to, is the environment's: far above in any test setup).
+    const SOFT: u64 = 64;
+    let mut env = TestEnv::new().daemon_key("shutdown_grace", "\"0s\"").job(
+        "limit",
+        "* * * * * *",
+        "ulimit -Sn",
+    );
+    for i in 1..=40 {
+        env = env.job(&format!("s{i}"), "* * * * * *", "sleep 600");
+    }
+    let env = env.write();
+    let mut daemon = env.daemon_with_open_files(SOFT);
+    for i in 1..=40 {
+        daemon.wait_for(&[&format!("job=s{i} "), "run started"]);
+    }
+    // The job gets the limit the daemon was started with, not the raised one.
+    let limit = daemon.wait_for(&["job=limit ", "stream=stdout"]);
+    assert!(limit.ends_with(&format!(": {SOFT}")), "{limit}");
+    assert_eq!(daemon.stop(), Some(0));
+    let lines = daemon.lines();
+    assert!(
+        !lines.iter().any(|l| l.contains("Too many open files")),
+        "{lines:#?}"
+    );
+}

@@ -127,16 +127,21 @@ impl TestEnv {
 
     /// Start `schedctl daemon` on this directory's job file.
     pub fn daemon(&self) -> Daemon {
-        Daemon::start(self.dir(), &self.config(), &[], &[])
+        Daemon::start(self.dir(), &self.config(), &[], &[], None)
     }
 
     pub fn daemon_with_env(&self, env: &[(&str, &str)]) -> Daemon {
-        Daemon::start(self.dir(), &self.config(), env, &[])
+        Daemon::start(self.dir(), &self.config(), env, &[], None)
     }
 
     /// `schedctl daemon ARGS...`
     pub fn daemon_with_args(&self, args: &[&str]) -> Daemon {
-        Daemon::start(self.dir(), &self.config(), &[], args)
+        Daemon::start(self.dir(), &self.config(), &[], args, None)
+    }
+
+    /// The daemon started with a soft limit of `soft` open files (the hard limit as is).
+    pub fn daemon_with_open_files(&self, soft: u64) -> Daemon {
+        Daemon::start(self.dir(), &self.config(), &[], &[], Some(soft))
     }
 }
 
@@ -165,8 +170,15 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    fn start(dir: &Path, config: &Path, env: &[(&str, &str)], args: &[&str]) -> Daemon {
-        let mut child = Command::new(bin())
+    fn start(
+        dir: &Path,
+        config: &Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+        open_files: Option<u64>,
+    ) -> Daemon {
+        let mut command = Command::new(bin());
+        command
             .arg("--config")
             .arg(config)
             .arg("daemon")
@@ -175,9 +187,28 @@ impl Daemon {
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the daemon");
+            .stderr(Stdio::piped());
+        if let Some(soft) = open_files {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only getrlimit and setrlimit, async-signal-safe, between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    let mut limit = libc::rlimit {
+                        rlim_cur: 0,
+                        rlim_max: 0,
+                    };
+                    if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    limit.rlim_cur = soft.min(limit.rlim_max);
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command.spawn().expect("start the daemon");
         let log = Arc::new((Mutex::new(Log::default()), Condvar::new()));
         let stdout = child.stdout.take().expect("stdout");
         let writer = Arc::clone(&log);
