@@ -222,6 +222,13 @@ impl Sqlite {
 }
 
 /// Record one run's end inside `tx`: see [`Backend::finish_runs`].
+/// Delete job ?1's finished runs beyond the newest ?2. Its condition on `state` is the
+/// one of the index `runs_finished_by_job`, which it walks (a test checks the plan).
+const TRIM_HISTORY: &str =
+    "DELETE FROM runs WHERE job = ?1 AND state NOT IN ('pending', 'running') AND id <= (
+   SELECT id FROM runs WHERE job = ?1 AND state NOT IN ('pending', 'running')
+   ORDER BY id DESC LIMIT 1 OFFSET ?2)";
+
 fn finish_one(
     tx: &rusqlite::Transaction<'_>,
     f: &Finish,
@@ -252,12 +259,8 @@ fn finish_one(
                CASE WHEN ?3 THEN 0 ELSE consecutive_failures + 1 END",
         )?
         .execute(params![f.job, u32::from(!f.success), f.success])?;
-        tx.prepare_cached(
-            "DELETE FROM runs WHERE job = ?1 AND state NOT IN ('pending', 'running') AND id <= (
-               SELECT id FROM runs WHERE job = ?1 AND state NOT IN ('pending', 'running')
-               ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-        )?
-        .execute(params![f.job, history_limit])?;
+        tx.prepare_cached(TRIM_HISTORY)?
+            .execute(params![f.job, history_limit])?;
     }
     let mut paused = false;
     if let (true, Some(limit)) = (changed > 0 && !f.success, f.pause_after) {

@@ -58,6 +58,71 @@ fn migrations_bring_a_new_database_to_the_current_version() {
 }
 
 #[test]
+fn a_state_file_of_the_first_version_gets_the_history_indexes_and_keeps_its_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("state.db");
+    {
+        let conn = Connection::open(&path).expect("create");
+        conn.execute_batch(schema::MIGRATIONS[0])
+            .expect("version 1");
+        conn.execute_batch(
+            "INSERT INTO runs (job, scheduled_for, trigger, attempt, state, instance, epoch, boot_id, created_at, ended_at)
+             VALUES ('a', 1, 'schedule', 1, 'succeeded', 'i', 1, 'b', 1, 2);
+             PRAGMA user_version = 1;",
+        )
+        .expect("a run");
+    }
+    let mut db = Sqlite::open(&path).expect("open");
+    let version: i64 = db
+        .conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, 2);
+    let indexes: i64 = db
+        .conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN ('runs_finished_by_job', 'triggers_by_run')",
+            [],
+            |r| r.get(0),
+        )
+        .expect("indexes");
+    assert_eq!(indexes, 2);
+    assert_eq!(db.runs(Some("a"), 10, false).expect("runs").len(), 1);
+}
+
+#[test]
+fn trimming_history_reads_an_index_of_finished_runs_not_the_table() {
+    let db = Sqlite::in_memory();
+    let plan = |sql: &str| -> Vec<String> {
+        let mut stmt = db
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("plan");
+        stmt.query_map(params!["a", 1000], |r| r.get::<_, String>(3))
+            .expect("rows")
+            .collect::<rusqlite::Result<_>>()
+            .expect("plan rows")
+    };
+    let trim = plan(TRIM_HISTORY);
+    let runs: Vec<&String> = trim
+        .iter()
+        .filter(|l| l.starts_with("SEARCH runs "))
+        .collect();
+    assert_eq!(runs.len(), 2, "{trim:#?}");
+    assert!(
+        runs.iter()
+            .all(|l| l.contains("INDEX runs_finished_by_job")),
+        "{trim:#?}"
+    );
+    // A deleted run's ON DELETE SET NULL finds the triggers that name it through an index.
+    assert!(
+        trim.iter()
+            .any(|l| l.starts_with("SEARCH triggers ") && l.contains("triggers_by_run")),
+        "{trim:#?}"
+    );
+}
+
+#[test]
 fn reopening_keeps_data_and_does_not_migrate_twice() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("state.db");
