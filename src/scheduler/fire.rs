@@ -242,7 +242,9 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
                     continue;
                 }
             };
-            if let Some(trigger) = plan.trigger_id {
+            // Only a run-now request asks which run it got: kept for a retry, the entry
+            // would stay for the daemon's life.
+            if let Some(trigger) = plan.trigger_id.filter(|_| plan.trigger == Trigger::Manual) {
                 self.trigger_runs
                     .insert(trigger, (run_id, record.skipped.clone()));
             }

@@ -42,6 +42,8 @@ pub struct Snapshot {
     pub next: Vec<(JobName, Option<Timestamp>)>,
     /// Durable triggers (retries, run-now) waiting for their time.
     pub waiting_triggers: usize,
+    /// Runs started for `run-now` requests that the request has not asked about yet.
+    pub unclaimed_requests: usize,
 }
 
 /// Per-job state of the loop, aligned with `Config::jobs`.
@@ -111,7 +113,8 @@ pub struct Scheduler<C: Clock, E: Executor> {
     /// Durable triggers waiting for their time: (not before, id).
     triggers: BTreeSet<(Timestamp, i64)>,
     trigger_rows: HashMap<i64, TriggerRow>,
-    /// Runs created for triggers, until a `StartTrigger` request asks (run id, skip reason).
+    /// Runs created for `run-now` requests, until the request's `StartTrigger` asks (run id,
+    /// skip reason). Retries are triggers too, but nothing asks about them.
     trigger_runs: HashMap<i64, (RunId, Option<String>)>,
     /// Triggers whose run someone wants to follow from its first line.
     follow_trigger: HashMap<i64, Option<Following>>,
@@ -230,6 +233,7 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
                 .map(|(j, s)| (Arc::clone(&j.name), s.next))
                 .collect(),
             waiting_triggers: self.triggers.len(),
+            unclaimed_requests: self.trigger_runs.len(),
         }
     }
 

@@ -182,6 +182,8 @@ async fn a_failed_run_is_retried_after_its_backoff_then_gives_up() {
     h.settle().await;
     h.pass(MINUTE * 10, MINUTE).await;
     assert!(h.started().is_empty(), "retries = 2: three attempts in all");
+    // Nothing of the retries stays behind in the loop for a run-now to claim.
+    assert_eq!(h.last.as_ref().expect("snapshot").unclaimed_requests, 0);
 }
 
 #[tokio::test]
