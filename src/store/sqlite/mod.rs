@@ -222,12 +222,34 @@ impl Sqlite {
 }
 
 /// Record one run's end inside `tx`: see [`Backend::finish_runs`].
-/// Delete job ?1's finished runs beyond the newest ?2. Its condition on `state` is the
-/// one of the index `runs_finished_by_job`, which it walks (a test checks the plan).
-const TRIM_HISTORY: &str =
-    "DELETE FROM runs WHERE job = ?1 AND state NOT IN ('pending', 'running') AND id <= (
-   SELECT id FROM runs WHERE job = ?1 AND state NOT IN ('pending', 'running')
-   ORDER BY id DESC LIMIT 1 OFFSET ?2)";
+/// The newest of job ?1's finished runs that are beyond the newest ?2 (the first to go).
+/// Its condition on `state` is the one of the index `runs_finished_by_job`, which it walks
+/// instead of the table (a test checks the plan).
+const HISTORY_CUTOFF: &str =
+    "SELECT id FROM runs WHERE job = ?1 AND state NOT IN ('pending', 'running')
+   ORDER BY id DESC LIMIT 1 OFFSET ?2";
+
+/// Keep the newest `limit` finished runs of `job`. The run-now and retry requests that
+/// started the runs going go with them (they would otherwise stay, their run unknown).
+fn trim_history(tx: &rusqlite::Transaction<'_>, job: &str, limit: u32) -> Result<()> {
+    let cutoff: Option<i64> = tx
+        .prepare_cached(HISTORY_CUTOFF)?
+        .query_row(params![job, limit], |r| r.get(0))
+        .optional()?;
+    let Some(cutoff) = cutoff else {
+        return Ok(());
+    };
+    tx.prepare_cached(
+        "DELETE FROM triggers WHERE run_id IN (
+           SELECT id FROM runs WHERE job = ?1 AND state NOT IN ('pending', 'running') AND id <= ?2)",
+    )?
+    .execute(params![job, cutoff])?;
+    tx.prepare_cached(
+        "DELETE FROM runs WHERE job = ?1 AND state NOT IN ('pending', 'running') AND id <= ?2",
+    )?
+    .execute(params![job, cutoff])?;
+    Ok(())
+}
 
 fn finish_one(
     tx: &rusqlite::Transaction<'_>,
@@ -259,8 +281,7 @@ fn finish_one(
                CASE WHEN ?3 THEN 0 ELSE consecutive_failures + 1 END",
         )?
         .execute(params![f.job, u32::from(!f.success), f.success])?;
-        tx.prepare_cached(TRIM_HISTORY)?
-            .execute(params![f.job, history_limit])?;
+        trim_history(tx, &f.job, history_limit)?;
     }
     let mut paused = false;
     if let (true, Some(limit)) = (changed > 0 && !f.success, f.pause_after) {

@@ -103,23 +103,96 @@ fn trimming_history_reads_an_index_of_finished_runs_not_the_table() {
             .collect::<rusqlite::Result<_>>()
             .expect("plan rows")
     };
-    let trim = plan(TRIM_HISTORY);
-    let runs: Vec<&String> = trim
-        .iter()
-        .filter(|l| l.starts_with("SEARCH runs "))
-        .collect();
-    assert_eq!(runs.len(), 2, "{trim:#?}");
+    let cutoff = plan(HISTORY_CUTOFF);
     assert!(
-        runs.iter()
-            .all(|l| l.contains("INDEX runs_finished_by_job")),
-        "{trim:#?}"
+        cutoff
+            .iter()
+            .any(|l| l.starts_with("SEARCH runs USING") && l.contains("INDEX runs_finished_by_job")),
+        "{cutoff:#?}"
     );
-    // A deleted run's ON DELETE SET NULL finds the triggers that name it through an index.
-    assert!(
-        trim.iter()
-            .any(|l| l.starts_with("SEARCH triggers ") && l.contains("triggers_by_run")),
-        "{trim:#?}"
+    for delete in [
+        "DELETE FROM triggers WHERE run_id IN (
+           SELECT id FROM runs WHERE job = ?1 AND state NOT IN ('pending', 'running') AND id <= ?2)",
+        "DELETE FROM runs WHERE job = ?1 AND state NOT IN ('pending', 'running') AND id <= ?2",
+    ] {
+        let steps = plan(delete);
+        let searches: Vec<&String> = steps.iter().filter(|l| l.starts_with("SEARCH")).collect();
+        assert!(
+            !searches.is_empty()
+                && !steps.iter().any(|l| l.starts_with("SCAN"))
+                && searches.iter().all(|l| {
+                    l.contains("INDEX runs_finished_by_job") || l.contains("INDEX triggers_by_run")
+                }),
+            "{steps:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_run_now_request_goes_with_its_run_when_the_history_is_trimmed() {
+    let mut db = Sqlite::in_memory();
+    let a = instance("a");
+    let epoch = leader(&mut db, &a);
+    let at = t("2026-11-24T10:00:00Z");
+    let request = db
+        .add_trigger(
+            &NewTrigger {
+                job: "j".into(),
+                kind: Trigger::Manual,
+                not_before: at,
+                scheduled_for: at,
+                attempt: 1,
+                origin: None,
+            },
+            at,
+        )
+        .expect("request");
+    let run = |db: &mut Sqlite, i: i64, trigger: Trigger, trigger_id: Option<i64>| {
+        let when = at + SignedDuration::from_mins(i);
+        let new = NewRun {
+            trigger,
+            trigger_id,
+            ..scheduled("j", &when.to_string())
+        };
+        let [Recorded::Created(id)] = db.record_runs(&a, epoch, &[new], when).expect("record")[..]
+        else {
+            panic!("created");
+        };
+        db.finish_run(
+            &Finish {
+                run_id: id,
+                job: "j".into(),
+                state: "succeeded",
+                started_at: Some(when),
+                ended_at: when,
+                exit_code: Some(0),
+                signal: None,
+                reason: None,
+                output_tail: Vec::new(),
+                result: None,
+                success: true,
+                pause_after: None,
+            },
+            None,
+            2,
+        )
+        .expect("finish");
+        id
+    };
+    let manual = run(&mut db, 0, Trigger::Manual, Some(request.id));
+    assert_eq!(
+        db.trigger_run(request.id).expect("read"),
+        Some(Some(manual))
     );
+    run(&mut db, 1, Trigger::Schedule, None);
+    assert_eq!(
+        db.trigger_run(request.id).expect("read"),
+        Some(Some(manual)),
+        "kept while its run is"
+    );
+    run(&mut db, 2, Trigger::Schedule, None);
+    assert!(db.run(manual).expect("read").is_none(), "history_limit = 2");
+    assert_eq!(db.trigger_run(request.id).expect("read"), None);
 }
 
 #[test]
