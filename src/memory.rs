@@ -73,7 +73,7 @@ fn set(parameter: libc::c_int, value: usize) {
 /// `pow` for the whole process, from the `libm` crate. Its only callers are tokio's worker
 /// statistics (an average of task poll times) and a metrics histogram's bounds; defined
 /// here, it keeps glibc's libm out of the process, whose loading (its IFUNC resolvers and
-/// the pages around them) left ~0.3-0.4 MB of it resident in an idle daemon. A program
+/// the pages around them) left 0.3-0.6 MB of it resident in an idle daemon. A program
 /// that links this library gets this `pow` instead of libm's; both are accurate to within
 /// an ulp or so, and nothing here depends on the last bit.
 #[cfg(target_env = "gnu")]

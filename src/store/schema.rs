@@ -84,10 +84,10 @@ CREATE TABLE job_state (
     last_fired           INTEGER
 ) STRICT;
 "#,
-    // 2: trimming a job's history (`TRIM_HISTORY` in `sqlite`) walks only that job's
+    // 2: trimming a job's history (`trim_history` in `sqlite`) walks only that job's
     // finished runs in an index, instead of looking up each of its runs in the table to
     // read its state (with 1,000 runs kept, ~0.9 ms a finished run); deleting a run finds
-    // the trigger that names it (ON DELETE SET NULL) without reading every trigger.
+    // the requests (triggers) that name it without reading every trigger.
     r#"
 CREATE INDEX runs_finished_by_job ON runs (job, id) WHERE state NOT IN ('pending', 'running');
 CREATE INDEX triggers_by_run ON triggers (run_id);

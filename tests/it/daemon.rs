@@ -332,7 +332,7 @@ fn a_result_file_left_from_an_earlier_state_is_not_taken_for_a_new_runs() {
 }
 
 /// glibc's libm stays out of the daemon (`memory::pow` stands in for the one function of
-/// it that anything calls): loading it kept ~0.3-0.4 MB resident in an idle daemon.
+/// it that anything calls): loading it kept 0.3-0.6 MB resident in an idle daemon.
 #[cfg(target_env = "gnu")]
 #[test]
 fn the_daemon_does_not_load_libm() {

@@ -230,7 +230,8 @@ const HISTORY_CUTOFF: &str =
    ORDER BY id DESC LIMIT 1 OFFSET ?2";
 
 /// Keep the newest `limit` finished runs of `job`. The run-now and retry requests that
-/// started the runs going go with them (they would otherwise stay, their run unknown).
+/// started the runs deleted here are deleted with them (else they would stay for good,
+/// naming no run).
 fn trim_history(tx: &rusqlite::Transaction<'_>, job: &str, limit: u32) -> Result<()> {
     let cutoff: Option<i64> = tx
         .prepare_cached(HISTORY_CUTOFF)?
