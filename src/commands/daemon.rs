@@ -52,6 +52,7 @@ pub fn run(config_path: &Path, listen: Option<std::net::SocketAddr>) -> Result<u
             );
         }
         let store = Store::start(Box::new(db), clock);
+        forget_old_instances(&store, clock.now());
         let daemon = &config.daemon;
         let leadership = Leadership::start(
             store.clone(),
@@ -108,4 +109,24 @@ pub fn run(config_path: &Path, listen: Option<std::net::SocketAddr>) -> Result<u
     flusher.finish();
     result?;
     Ok(0)
+}
+
+/// How long the row of a daemon that is gone stays in the state (for `status` and the
+/// recovery of its runs, which keep their owner's row anyway).
+const INSTANCE_ROWS_KEPT: jiff::SignedDuration = jiff::SignedDuration::from_hours(7 * 24);
+
+/// Every daemon start adds a row to the state's instances; drop those of daemons not seen
+/// for a week (unless they hold the lease or own an unfinished run), off the start's path.
+fn forget_old_instances(store: &Store, now: jiff::Timestamp) {
+    let store = store.clone();
+    let seen_before = now.checked_sub(INSTANCE_ROWS_KEPT).unwrap_or(now);
+    tokio::spawn(async move {
+        match store.call(move |db| db.forget_instances(seen_before)).await {
+            Ok(0) => {}
+            Ok(forgotten) => {
+                tracing::debug!(forgotten, "forgot daemon instances not seen for a week")
+            }
+            Err(err) => tracing::debug!("cannot forget old daemon instances: {err}"),
+        }
+    });
 }

@@ -203,6 +203,10 @@ pub trait Backend: Send + 'static {
     /// Record this instance as alive (insert or refresh its row).
     fn register_instance(&mut self, me: &Instance, role: &str, now: Timestamp) -> Result<()>;
     fn instances(&mut self) -> Result<Vec<InstanceRow>>;
+    /// Delete the rows of instances last seen before `seen_before` that neither hold the
+    /// lease nor own a pending or running run (every daemon start adds a row); returns
+    /// how many went.
+    fn forget_instances(&mut self, seen_before: Timestamp) -> Result<usize>;
     fn lease(&mut self) -> Result<Option<Lease>>;
     /// Take the lease if it is still exactly `expected` (None: no lease row yet), with a new
     /// epoch; returns the new lease, or None when someone else changed it first.

@@ -307,3 +307,33 @@ fn processes_creating_the_state_file_at_once_all_succeed() {
         }
     }
 }
+
+#[test]
+fn a_starting_daemon_forgets_instances_not_seen_for_a_week() {
+    let env = TestEnv::new().job("a", "0 0 1 1 *", "true").write();
+    let state = env.dir().join("schedctl.db");
+    drop(schedctl::store::Sqlite::open(&state).expect("create"));
+    let conn = rusqlite::Connection::open(&state).expect("raw");
+    let long_ago = jiff::Timestamp::now().as_millisecond() - 8 * 24 * 3_600_000;
+    conn.execute(
+        "INSERT INTO instances (id, host, pid, pid_start, boot_id, started_at, seen_at, role)
+         VALUES ('old', 'h', 1, NULL, 'b', ?1, ?1, 'stopped')",
+        [long_ago],
+    )
+    .expect("an old instance");
+    let old_rows = |conn: &rusqlite::Connection| -> i64 {
+        conn.query_row("SELECT count(*) FROM instances WHERE id = 'old'", [], |r| {
+            r.get(0)
+        })
+        .expect("count")
+    };
+    assert_eq!(old_rows(&conn), 1);
+    let mut daemon = env.daemon();
+    // Done off the start's path: wait for it (bounded).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while old_rows(&conn) != 0 {
+        assert!(std::time::Instant::now() < deadline, "the old row stayed");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(daemon.stop(), Some(0));
+}

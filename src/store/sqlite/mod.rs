@@ -449,6 +449,15 @@ impl Backend for Sqlite {
         Ok(())
     }
 
+    fn forget_instances(&mut self, seen_before: Timestamp) -> Result<usize> {
+        Ok(self.conn.execute(
+            "DELETE FROM instances WHERE seen_at < ?1
+               AND id NOT IN (SELECT holder FROM lease)
+               AND id NOT IN (SELECT instance FROM runs WHERE state IN ('pending', 'running'))",
+            params![to_millis(seen_before)],
+        )?)
+    }
+
     fn instances(&mut self) -> Result<Vec<InstanceRow>> {
         let mut stmt = self.conn.prepare(
             "SELECT id, host, pid, pid_start, boot_id, started_at, seen_at, role FROM instances ORDER BY started_at",

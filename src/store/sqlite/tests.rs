@@ -196,6 +196,48 @@ fn a_run_now_request_goes_with_its_run_when_the_history_is_trimmed() {
 }
 
 #[test]
+fn instances_not_seen_for_long_are_forgotten_unless_they_lead_or_own_an_unfinished_run() {
+    let mut db = Sqlite::in_memory();
+    let (gone, owner, holder, recent) = (
+        instance("gone"),
+        instance("owner"),
+        instance("holder"),
+        instance("recent"),
+    );
+    let old = t("2026-11-01T10:00:00Z");
+    db.register_instance(&gone, "stopped", old).expect("gone");
+    db.register_instance(&owner, "standby", old).expect("owner");
+    db.register_instance(&recent, "standby", t("2026-11-24T09:00:00Z"))
+        .expect("recent");
+    leader(&mut db, &holder);
+    db.conn
+        .execute(
+            "UPDATE instances SET seen_at = ?1 WHERE id = 'holder'",
+            params![to_millis(old)],
+        )
+        .expect("holder seen long ago");
+    db.conn
+        .execute(
+            "INSERT INTO runs (job, scheduled_for, trigger, attempt, state, instance, epoch, boot_id, created_at)
+             VALUES ('j', 1, 'schedule', 1, 'running', 'owner', 1, 'b', 1)",
+            [],
+        )
+        .expect("a run of owner's");
+    let forgotten = db
+        .forget_instances(t("2026-11-17T10:00:00Z"))
+        .expect("forget");
+    assert_eq!(forgotten, 1);
+    let mut left: Vec<String> = db
+        .instances()
+        .expect("instances")
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    left.sort();
+    assert_eq!(left, ["holder", "owner", "recent"]);
+}
+
+#[test]
 fn reopening_keeps_data_and_does_not_migrate_twice() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("state.db");
