@@ -124,7 +124,7 @@ fn forget_old_instances(store: &Store, now: jiff::Timestamp) {
         match store.call(move |db| db.forget_instances(seen_before)).await {
             Ok(0) => {}
             Ok(forgotten) => {
-                tracing::debug!(forgotten, "forgot daemon instances not seen for a week")
+                tracing::info!(forgotten, "forgot daemon instances not seen for a week")
             }
             Err(err) => tracing::debug!("cannot forget old daemon instances: {err}"),
         }

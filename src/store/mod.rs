@@ -121,6 +121,32 @@ pub struct Finish {
     pub pause_after: Option<u32>,
 }
 
+#[cfg(test)]
+impl Finish {
+    /// A run of `job` that exited 0 at `ended_at`, leaving no output.
+    pub(crate) fn succeeded(
+        run_id: RunId,
+        job: &str,
+        started_at: Option<Timestamp>,
+        ended_at: Timestamp,
+    ) -> Finish {
+        Finish {
+            run_id,
+            job: job.to_owned(),
+            state: "succeeded",
+            started_at,
+            ended_at,
+            exit_code: Some(0),
+            signal: None,
+            reason: None,
+            output_tail: Vec::new(),
+            result: None,
+            success: true,
+            pause_after: None,
+        }
+    }
+}
+
 /// What recording a run's end did besides.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Finished {

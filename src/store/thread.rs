@@ -535,20 +535,7 @@ mod tests {
 
     fn finished(run_id: RunId) -> (Message, oneshot::Receiver<Result<Finished>>) {
         let (reply, rx) = oneshot::channel();
-        let finish = Finish {
-            run_id,
-            job: "j".into(),
-            state: "succeeded",
-            started_at: None,
-            ended_at: t("2026-11-24T11:00:02Z"),
-            exit_code: Some(0),
-            signal: None,
-            reason: None,
-            output_tail: Vec::new(),
-            result: None,
-            success: true,
-            pause_after: None,
-        };
+        let finish = Finish::succeeded(run_id, "j", None, t("2026-11-24T11:00:02Z"));
         let message = Message::Finished {
             finish: Box::new(finish),
             retry: None,

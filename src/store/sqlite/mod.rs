@@ -221,7 +221,6 @@ impl Sqlite {
     }
 }
 
-/// Record one run's end inside `tx`: see [`Backend::finish_runs`].
 /// The newest of job ?1's finished runs that are beyond the newest ?2 (the first to go).
 /// Its condition on `state` is the one of the index `runs_finished_by_job`, which it walks
 /// instead of the table (a test checks the plan).
@@ -240,18 +239,21 @@ fn trim_history(tx: &rusqlite::Transaction<'_>, job: &str, limit: u32) -> Result
     let Some(cutoff) = cutoff else {
         return Ok(());
     };
-    tx.prepare_cached(
-        "DELETE FROM triggers WHERE run_id IN (
-           SELECT id FROM runs WHERE job = ?1 AND state NOT IN ('pending', 'running') AND id <= ?2)",
-    )?
-    .execute(params![job, cutoff])?;
-    tx.prepare_cached(
-        "DELETE FROM runs WHERE job = ?1 AND state NOT IN ('pending', 'running') AND id <= ?2",
-    )?
-    .execute(params![job, cutoff])?;
+    for delete in [TRIM_REQUESTS, TRIM_RUNS] {
+        tx.prepare_cached(delete)?.execute(params![job, cutoff])?;
+    }
     Ok(())
 }
 
+/// Delete the requests (triggers) that started job ?1's finished runs up to id ?2.
+const TRIM_REQUESTS: &str = "DELETE FROM triggers WHERE run_id IN (
+   SELECT id FROM runs WHERE job = ?1 AND state NOT IN ('pending', 'running') AND id <= ?2)";
+
+/// Delete job ?1's finished runs up to id ?2.
+const TRIM_RUNS: &str =
+    "DELETE FROM runs WHERE job = ?1 AND state NOT IN ('pending', 'running') AND id <= ?2";
+
+/// Record one run's end inside `tx`: see [`Backend::finish_runs`].
 fn finish_one(
     tx: &rusqlite::Transaction<'_>,
     f: &Finish,

@@ -110,11 +110,7 @@ fn trimming_history_reads_an_index_of_finished_runs_not_the_table() {
             .any(|l| l.starts_with("SEARCH runs USING") && l.contains("INDEX runs_finished_by_job")),
         "{cutoff:#?}"
     );
-    for delete in [
-        "DELETE FROM triggers WHERE run_id IN (
-           SELECT id FROM runs WHERE job = ?1 AND state NOT IN ('pending', 'running') AND id <= ?2)",
-        "DELETE FROM runs WHERE job = ?1 AND state NOT IN ('pending', 'running') AND id <= ?2",
-    ] {
+    for delete in [TRIM_REQUESTS, TRIM_RUNS] {
         let steps = plan(delete);
         let searches: Vec<&String> = steps.iter().filter(|l| l.starts_with("SEARCH")).collect();
         assert!(
@@ -158,25 +154,8 @@ fn a_run_now_request_goes_with_its_run_when_the_history_is_trimmed() {
         else {
             panic!("created");
         };
-        db.finish_run(
-            &Finish {
-                run_id: id,
-                job: "j".into(),
-                state: "succeeded",
-                started_at: Some(when),
-                ended_at: when,
-                exit_code: Some(0),
-                signal: None,
-                reason: None,
-                output_tail: Vec::new(),
-                result: None,
-                success: true,
-                pause_after: None,
-            },
-            None,
-            2,
-        )
-        .expect("finish");
+        db.finish_run(&Finish::succeeded(id, "j", Some(when), when), None, 2)
+            .expect("finish");
         id
     };
     let manual = run(&mut db, 0, Trigger::Manual, Some(request.id));
