@@ -102,6 +102,9 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
             self.set_next(index, timeline::next_fire(&job, after, self.anchor));
         }
         self.prepare_jobs();
+        // Sent, not awaited: the store compiles the statements of recording runs while
+        // nothing is due, instead of at the first fire (~0.3 ms of its latency here).
+        drop(self.store.call_now(|db| db.prepare_run_statements()));
         self.rebooted = true;
         if !batch.is_empty() {
             tracing::info!(

@@ -253,6 +253,11 @@ pub trait Backend: Send + 'static {
     ) -> Result<Lease>;
     /// Give the lease up (on shutdown) so that a standby takes over at once.
     fn release_lease(&mut self, me: &Instance, epoch: i64) -> Result<()>;
+    /// Compile ahead what recording runs needs, so that the first run after a start does
+    /// not wait for it (the daemon calls this once, off its start's path).
+    fn prepare_run_statements(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Record decided runs in one transaction, checking the epoch; updates `last_fired`
     /// for scheduled instants and consumes the durable triggers they name.
     fn record_runs(

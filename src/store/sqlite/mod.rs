@@ -113,6 +113,8 @@ impl Sqlite {
     fn prepare(&mut self, shown: &str) -> std::result::Result<(), OpenError> {
         let explain = |e: rusqlite::Error| describe_open_error(shown, &e);
         self.conn.busy_timeout(BUSY_TIMEOUT).map_err(explain)?;
+        self.conn
+            .set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         // A new, empty file is created without fsyncs: with the default `synchronous`,
         // writing its first page and schema cost ~50 ms of journal fsyncs here, for a file
         // that holds nothing yet. A power loss in that moment can leave it torn, which the
@@ -211,7 +213,7 @@ impl Sqlite {
 
     fn check_epoch(tx: &rusqlite::Transaction<'_>, me: &Instance, epoch: i64) -> Result<()> {
         let current: Option<(String, i64)> = tx
-            .prepare_cached("SELECT holder, epoch FROM lease WHERE id = 1")?
+            .prepare_cached(CHECK_EPOCH)?
             .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         match current {
@@ -220,6 +222,65 @@ impl Sqlite {
         }
     }
 }
+
+/// Is the lease still ours: its holder and epoch.
+const CHECK_EPOCH: &str = "SELECT holder, epoch FROM lease WHERE id = 1";
+
+/// A decided run; nothing if its instant was decided before (`UNIQUE(job, scheduled_for)`).
+const INSERT_RUN: &str = "INSERT INTO runs (job, scheduled_for, trigger, attempt, state, instance, epoch, boot_id, created_at, ended_at, reason)
+   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+   ON CONFLICT DO NOTHING";
+
+/// Job ?1's latest decided instant, never moved back.
+const MARK_FIRED: &str = "INSERT INTO job_state (job, last_fired) VALUES (?1, ?2)
+   ON CONFLICT (job) DO UPDATE SET last_fired = max(coalesce(last_fired, 0), excluded.last_fired)";
+
+/// Request ?1 was taken by run ?3 at ?2.
+const CONSUME_TRIGGER: &str =
+    "UPDATE triggers SET consumed_at = ?2, run_id = ?3 WHERE id = ?1 AND consumed_at IS NULL";
+
+const MARK_RUNNING: &str =
+    "UPDATE runs SET state = 'running', pid = ?2, pid_start = ?3, started_at = ?4
+   WHERE id = ?1 AND state = 'pending'";
+
+const FINISH_RUN: &str =
+    "UPDATE runs SET state = ?2, started_at = coalesce(started_at, ?3), ended_at = ?4,
+     exit_code = ?5, signal = ?6, reason = ?7, output_tail = ?8, result = ?9
+   WHERE id = ?1 AND state IN ('pending', 'running')";
+
+/// Job ?1's consecutive failures: back to 0 on a success (?3), one more otherwise.
+const COUNT_FAILURES: &str = "INSERT INTO job_state (job, consecutive_failures) VALUES (?1, ?2)
+   ON CONFLICT (job) DO UPDATE SET consecutive_failures =
+     CASE WHEN ?3 THEN 0 ELSE consecutive_failures + 1 END";
+
+const PAUSE_AFTER_FAILURES: &str = "UPDATE job_state SET paused = 1, paused_reason = ?3
+   WHERE job = ?1 AND paused = 0 AND consecutive_failures >= ?2";
+
+const INSERT_TRIGGER: &str =
+    "INSERT INTO triggers (job, kind, not_before, scheduled_for, attempt, created_at, origin)
+   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
+/// Every statement that recording a run's decision, start and end can use (a test keeps
+/// this list complete), compiled ahead by [`Backend::prepare_run_statements`].
+const RUN_STATEMENTS: [&str; 12] = [
+    CHECK_EPOCH,
+    INSERT_RUN,
+    MARK_FIRED,
+    CONSUME_TRIGGER,
+    MARK_RUNNING,
+    FINISH_RUN,
+    COUNT_FAILURES,
+    PAUSE_AFTER_FAILURES,
+    INSERT_TRIGGER,
+    HISTORY_CUTOFF,
+    TRIM_REQUESTS,
+    TRIM_RUNS,
+];
+
+/// Room in the connection's cache of compiled statements: the run statements and the
+/// lease's, requests' and pauses' (~25 in all) stay compiled (rusqlite's default is 16,
+/// and the least recently used went first).
+const STATEMENT_CACHE: usize = 32;
 
 /// The newest of job ?1's finished runs that are beyond the newest ?2 (the first to go).
 /// Its condition on `state` is the one of the index `runs_finished_by_job`, which it walks
@@ -260,40 +321,30 @@ fn finish_one(
     retry: Option<&NewTrigger>,
     history_limit: u32,
 ) -> Result<Finished> {
-    let changed = tx
-        .prepare_cached(
-            "UPDATE runs SET state = ?2, started_at = coalesce(started_at, ?3), ended_at = ?4,
-               exit_code = ?5, signal = ?6, reason = ?7, output_tail = ?8, result = ?9
-             WHERE id = ?1 AND state IN ('pending', 'running')",
-        )?
-        .execute(params![
-            f.run_id.0,
-            f.state,
-            f.started_at.map(to_millis),
-            to_millis(f.ended_at),
-            f.exit_code,
-            f.signal,
-            f.reason,
-            f.output_tail,
-            f.result,
-        ])?;
+    let changed = tx.prepare_cached(FINISH_RUN)?.execute(params![
+        f.run_id.0,
+        f.state,
+        f.started_at.map(to_millis),
+        to_millis(f.ended_at),
+        f.exit_code,
+        f.signal,
+        f.reason,
+        f.output_tail,
+        f.result,
+    ])?;
     if changed > 0 {
-        tx.prepare_cached(
-            "INSERT INTO job_state (job, consecutive_failures) VALUES (?1, ?2)
-             ON CONFLICT (job) DO UPDATE SET consecutive_failures =
-               CASE WHEN ?3 THEN 0 ELSE consecutive_failures + 1 END",
-        )?
-        .execute(params![f.job, u32::from(!f.success), f.success])?;
+        tx.prepare_cached(COUNT_FAILURES)?.execute(params![
+            f.job,
+            u32::from(!f.success),
+            f.success
+        ])?;
         trim_history(tx, &f.job, history_limit)?;
     }
     let mut paused = false;
     if let (true, Some(limit)) = (changed > 0 && !f.success, f.pause_after) {
         let reason = format!("paused after {limit} consecutive failed runs");
         paused = tx
-            .prepare_cached(
-                "UPDATE job_state SET paused = 1, paused_reason = ?3
-                 WHERE job = ?1 AND paused = 0 AND consecutive_failures >= ?2",
-            )?
+            .prepare_cached(PAUSE_AFTER_FAILURES)?
             .execute(params![f.job, limit, reason])?
             > 0;
     }
@@ -404,11 +455,7 @@ fn insert_trigger(
     t: &NewTrigger,
     now: Timestamp,
 ) -> Result<TriggerRow> {
-    tx.prepare_cached(
-        "INSERT INTO triggers (job, kind, not_before, scheduled_for, attempt, created_at, origin)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?
-    .execute(params![
+    tx.prepare_cached(INSERT_TRIGGER)?.execute(params![
         t.job,
         t.kind.as_str(),
         to_millis(t.not_before),
@@ -432,6 +479,13 @@ fn expires(now: Timestamp, ttl: Duration) -> i64 {
 }
 
 impl Backend for Sqlite {
+    fn prepare_run_statements(&mut self) -> Result<()> {
+        for sql in RUN_STATEMENTS {
+            self.conn.prepare_cached(sql)?;
+        }
+        Ok(())
+    }
+
     fn register_instance(&mut self, me: &Instance, role: &str, now: Timestamp) -> Result<()> {
         self.conn.execute(
             "INSERT INTO instances (id, host, pid, pid_start, boot_id, started_at, seen_at, role)
@@ -592,18 +646,9 @@ impl Backend for Sqlite {
         Self::check_epoch(&tx, me, epoch)?;
         let mut out = Vec::with_capacity(runs.len());
         {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO runs (job, scheduled_for, trigger, attempt, state, instance, epoch, boot_id, created_at, ended_at, reason)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-                 ON CONFLICT DO NOTHING",
-            )?;
-            let mut fired = tx.prepare_cached(
-                "INSERT INTO job_state (job, last_fired) VALUES (?1, ?2)
-                 ON CONFLICT (job) DO UPDATE SET last_fired = max(coalesce(last_fired, 0), excluded.last_fired)",
-            )?;
-            let mut consume = tx.prepare_cached(
-                "UPDATE triggers SET consumed_at = ?2, run_id = ?3 WHERE id = ?1 AND consumed_at IS NULL",
-            )?;
+            let mut insert = tx.prepare_cached(INSERT_RUN)?;
+            let mut fired = tx.prepare_cached(MARK_FIRED)?;
+            let mut consume = tx.prepare_cached(CONSUME_TRIGGER)?;
             let now_ms = to_millis(now);
             for run in runs {
                 let (state, ended_at) = match run.skipped {
@@ -647,10 +692,7 @@ impl Backend for Sqlite {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         Self::check_epoch(&tx, me, epoch)?;
         {
-            let mut update = tx.prepare_cached(
-                "UPDATE runs SET state = 'running', pid = ?2, pid_start = ?3, started_at = ?4
-                 WHERE id = ?1 AND state = 'pending'",
-            )?;
+            let mut update = tx.prepare_cached(MARK_RUNNING)?;
             for run in runs {
                 update.execute(params![
                     run.run_id.0,

@@ -603,3 +603,84 @@ fn processes_opening_a_new_file_at_once_migrate_it_once() {
         assert_eq!(opener.join().expect("thread"), Ok(()));
     }
 }
+
+/// The SQL of the statements `db`'s connection holds compiled (its statement cache).
+fn compiled(db: &Sqlite) -> std::collections::BTreeSet<String> {
+    let mut sql = std::collections::BTreeSet::new();
+    // SAFETY: walks the connection's own list of statements, reading each one's SQL text
+    // (owned by SQLite, copied out at once); nothing is prepared or finalized meanwhile.
+    unsafe {
+        let handle = db.conn.handle();
+        let mut stmt = rusqlite::ffi::sqlite3_next_stmt(handle, std::ptr::null_mut());
+        while !stmt.is_null() {
+            let text = std::ffi::CStr::from_ptr(rusqlite::ffi::sqlite3_sql(stmt));
+            sql.insert(text.to_string_lossy().into_owned());
+            stmt = rusqlite::ffi::sqlite3_next_stmt(handle, stmt);
+        }
+    }
+    sql
+}
+
+#[test]
+fn the_statements_compiled_ahead_are_the_ones_recording_runs_uses() {
+    let listed: std::collections::BTreeSet<String> =
+        RUN_STATEMENTS.iter().map(|s| s.to_string()).collect();
+    let mut warmed = Sqlite::in_memory();
+    warmed.prepare_run_statements().expect("prepare");
+    assert!(compiled(&warmed).is_superset(&listed));
+
+    // Every path of recording a run: a decision for an instant and one for a request, a
+    // start, a failure with a retry, a failure that pauses the job, a history trimmed.
+    let mut db = Sqlite::in_memory();
+    let a = instance("a");
+    let epoch = leader(&mut db, &a);
+    let before = compiled(&db);
+    let at = t("2026-11-24T10:00:00Z");
+    let failed = |id, pause_after| Finish {
+        state: "failed",
+        exit_code: Some(1),
+        reason: Some("exited with code 1".into()),
+        success: false,
+        pause_after,
+        ..Finish::succeeded(id, "j", Some(at), at)
+    };
+    let [Recorded::Created(first)] = db
+        .record_runs(&a, epoch, &[scheduled("j", "2026-11-24T10:00:00Z")], at)
+        .expect("record")[..]
+    else {
+        panic!("created");
+    };
+    let retry = NewTrigger {
+        job: "j".into(),
+        kind: Trigger::Retry,
+        not_before: at,
+        scheduled_for: at,
+        attempt: 2,
+        origin: None,
+    };
+    let retry = db
+        .finish_run(&failed(first, None), Some(&retry), 1)
+        .expect("finish")
+        .retry
+        .expect("a retry");
+    let again = NewRun {
+        trigger: Trigger::Retry,
+        attempt: 2,
+        trigger_id: Some(retry.id),
+        ..scheduled("j", "2026-11-24T10:00:00Z")
+    };
+    let [Recorded::Created(second)] = db.record_runs(&a, epoch, &[again], at).expect("record")[..]
+    else {
+        panic!("created");
+    };
+    db.mark_running(&a, epoch, second, 7, None, at)
+        .expect("running");
+    let paused = db
+        .finish_run(&failed(second, Some(2)), None, 1)
+        .expect("finish");
+    assert!(paused.paused, "the pausing statement ran");
+    assert!(db.run(first).expect("read").is_none(), "history trimmed");
+    let used: std::collections::BTreeSet<String> =
+        compiled(&db).difference(&before).cloned().collect();
+    assert_eq!(used, listed);
+}
