@@ -100,6 +100,11 @@ impl Zone {
         Zone(Arc::new(ZoneData { name, tz }))
     }
 
+    /// UTC, jiff's built-in zone.
+    pub fn utc() -> Zone {
+        Zone::new("UTC".into(), TimeZone::UTC)
+    }
+
     /// The system's local zone (`TZ`, else `/etc/localtime`), UTC when it cannot be found.
     pub fn system() -> Zone {
         let tz = TimeZone::try_system().unwrap_or(TimeZone::UTC);
@@ -107,8 +112,17 @@ impl Zone {
         Zone::new(name, tz)
     }
 
-    /// A zone by IANA name, e.g. `Europe/Berlin` or `UTC`.
+    /// A zone by IANA name, e.g. `Europe/Berlin` or `UTC`. UTC (`UTC` or `Etc/UTC`, in any
+    /// case, as the database matches names) is jiff's built-in zone: any other name opens
+    /// the system's zoneinfo database, which first lists every file in it (~600), ~2 ms of
+    /// loading 10,000 jobs here, for a zone without transitions.
     pub fn named(name: &str) -> Result<Zone, String> {
+        if ["UTC", "Etc/UTC"]
+            .iter()
+            .any(|u| u.eq_ignore_ascii_case(name))
+        {
+            return Ok(Zone::new(name.into(), TimeZone::UTC));
+        }
         TimeZone::get(name)
             .map(|tz| Zone::new(name.into(), tz))
             .map_err(|_| {

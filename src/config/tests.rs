@@ -318,6 +318,24 @@ fn zones_are_resolved_once_per_name() {
 }
 
 #[test]
+fn utc_is_the_built_in_zone_and_other_names_come_from_the_database() {
+    for name in ["UTC", "Etc/UTC", "utc"] {
+        let zone = Zone::named(name).expect("UTC");
+        assert_eq!(zone.tz, TimeZone::UTC, "{name}");
+        assert_eq!(&*zone.name, name);
+    }
+    let berlin = Zone::named("Europe/Berlin").expect("Berlin");
+    assert_eq!(berlin.tz.iana_name(), Some("Europe/Berlin"));
+    // The built-in zone and the database's UTC convert alike.
+    let db_utc = TimeZone::get("UTC").expect("the database's UTC");
+    let t: jiff::Timestamp = "2026-03-29T01:30:00Z".parse().expect("instant");
+    assert_eq!(
+        t.to_zoned_datetime(TimeZone::UTC).datetime(),
+        t.to_zoned_datetime(db_utc).datetime()
+    );
+}
+
+#[test]
 fn listen_and_watch_are_read_and_checked() {
     let config = check("[daemon]\nlisten = \"127.0.0.1:9187\"\nwatch = false\n").expect("valid");
     assert_eq!(

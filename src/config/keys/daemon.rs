@@ -48,7 +48,9 @@ impl Checker<'_> {
     pub(super) fn daemon(&mut self, table: Option<&DeTable<'_>>) -> DaemonConfig {
         let mut daemon = DaemonConfig {
             state: default_state_path(&self.base_dir),
-            timezone: Zone::system(),
+            // The system's zone only if the key is absent (below): finding it can open the
+            // zoneinfo database, which lists all its files first.
+            timezone: Zone::utc(),
             lease_ttl: DEFAULT_LEASE_TTL,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             history_limit: DEFAULT_HISTORY_LIMIT,
@@ -58,6 +60,7 @@ impl Checker<'_> {
             watch: true,
         };
         let section = Section::Daemon;
+        let mut zone_given = false;
         for entry in table.map(source::entries).unwrap_or_default() {
             let key = entry.name();
             let value = entry.value.get_ref();
@@ -72,9 +75,12 @@ impl Checker<'_> {
                     daemon.state = self.base_dir.join(s);
                     Ok(())
                 }),
-                "timezone" => source::string(value)
-                    .and_then(|name| self.zone(name))
-                    .map(|z| daemon.timezone = z),
+                "timezone" => {
+                    zone_given = true;
+                    source::string(value)
+                        .and_then(|name| self.zone(name))
+                        .map(|z| daemon.timezone = z)
+                }
                 "lease_ttl" => source::duration(value).and_then(|d| {
                     if d < MIN_LEASE_TTL {
                         return Err(format!("must be at least {} (it is renewed every third of it)", humantime::format_duration(MIN_LEASE_TTL)));
@@ -117,6 +123,9 @@ impl Checker<'_> {
                 self.src
                     .error(entry.value.span(), &section, Some(key), message);
             }
+        }
+        if !zone_given {
+            daemon.timezone = Zone::system();
         }
         daemon
     }
