@@ -35,6 +35,31 @@ fn scheduled(job: &str, at: &str) -> NewRun {
     }
 }
 
+/// Job `j`'s run `run_id` that exited 1 at `at`; the job pauses after `pause_after` such
+/// runs in a row.
+fn failed(run_id: RunId, at: Timestamp, pause_after: Option<u32>) -> Finish {
+    Finish {
+        state: "failed",
+        exit_code: Some(1),
+        reason: Some("exited with code 1".into()),
+        success: false,
+        pause_after,
+        ..Finish::succeeded(run_id, "j", Some(at), at)
+    }
+}
+
+/// The second attempt of job `j`'s instant `at`, due at once.
+fn retry_at(at: Timestamp) -> NewTrigger {
+    NewTrigger {
+        job: "j".into(),
+        kind: Trigger::Retry,
+        not_before: at,
+        scheduled_for: at,
+        attempt: 2,
+        origin: None,
+    }
+}
+
 const TTL: Duration = Duration::from_secs(45);
 
 fn leader(db: &mut Sqlite, me: &Instance) -> i64 {
@@ -553,29 +578,8 @@ fn pausing_counts_a_change_and_max_failures_pauses_without_a_retry() {
         else {
             panic!("created");
         };
-        let finish = Finish {
-            run_id: id,
-            job: "j".into(),
-            state: "failed",
-            started_at: Some(t(at)),
-            ended_at: t(at),
-            exit_code: Some(1),
-            signal: None,
-            reason: Some("exited with code 1".into()),
-            output_tail: Vec::new(),
-            result: None,
-            success: false,
-            pause_after: Some(2),
-        };
-        let retry = NewTrigger {
-            job: "j".into(),
-            kind: Trigger::Retry,
-            not_before: t(at),
-            scheduled_for: t(at),
-            attempt: 2,
-            origin: None,
-        };
-        db.finish_run(&finish, Some(&retry), 10).expect("finish")
+        db.finish_run(&failed(id, t(at), Some(2)), Some(&retry_at(t(at))), 10)
+            .expect("finish")
     };
     let first = fail("2026-11-24T10:01:00Z");
     assert!(!first.paused && first.retry.is_some());
@@ -636,30 +640,14 @@ fn the_statements_compiled_ahead_are_the_ones_recording_runs_uses() {
     let epoch = leader(&mut db, &a);
     let before = compiled(&db);
     let at = t("2026-11-24T10:00:00Z");
-    let failed = |id, pause_after| Finish {
-        state: "failed",
-        exit_code: Some(1),
-        reason: Some("exited with code 1".into()),
-        success: false,
-        pause_after,
-        ..Finish::succeeded(id, "j", Some(at), at)
-    };
     let [Recorded::Created(first)] = db
         .record_runs(&a, epoch, &[scheduled("j", "2026-11-24T10:00:00Z")], at)
         .expect("record")[..]
     else {
         panic!("created");
     };
-    let retry = NewTrigger {
-        job: "j".into(),
-        kind: Trigger::Retry,
-        not_before: at,
-        scheduled_for: at,
-        attempt: 2,
-        origin: None,
-    };
     let retry = db
-        .finish_run(&failed(first, None), Some(&retry), 1)
+        .finish_run(&failed(first, at, None), Some(&retry_at(at)), 1)
         .expect("finish")
         .retry
         .expect("a retry");
@@ -676,7 +664,7 @@ fn the_statements_compiled_ahead_are_the_ones_recording_runs_uses() {
     db.mark_running(&a, epoch, second, 7, None, at)
         .expect("running");
     let paused = db
-        .finish_run(&failed(second, Some(2)), None, 1)
+        .finish_run(&failed(second, at, Some(2)), None, 1)
         .expect("finish");
     assert!(paused.paused, "the pausing statement ran");
     assert!(db.run(first).expect("read").is_none(), "history trimmed");
