@@ -8,6 +8,14 @@ use nix::sys::signal::Signal;
 
 use crate::support::{Daemon, TestEnv, wait_process_exit};
 
+/// The state file the daemon would use for `env`, created at the current schema and
+/// opened with plain SQLite, to be changed behind the daemon's back.
+fn raw_state(env: &TestEnv) -> rusqlite::Connection {
+    let state = env.dir().join("schedctl.db");
+    drop(schedctl::store::Sqlite::open(&state).expect("create"));
+    rusqlite::Connection::open(&state).expect("raw")
+}
+
 /// A per-second job that appends its scheduled instant to `fired.log`.
 fn ticking(env: TestEnv, extra: &[(&str, &str)]) -> TestEnv {
     let log = env.path("fired.log");
@@ -272,9 +280,7 @@ fn a_read_only_state_file_is_refused() {
 #[test]
 fn a_newer_schema_is_refused() {
     let env = TestEnv::new().job("a", "@daily", "true").write();
-    let state = env.dir().join("schedctl.db");
-    drop(schedctl::store::Sqlite::open(&state).expect("create"));
-    let conn = rusqlite::Connection::open(&state).expect("raw");
+    let conn = raw_state(&env);
     conn.pragma_update(None, "user_version", 999).expect("bump");
     drop(conn);
     let out = env.run(&["daemon"]);
@@ -311,9 +317,7 @@ fn processes_creating_the_state_file_at_once_all_succeed() {
 #[test]
 fn a_starting_daemon_forgets_instances_not_seen_for_a_week() {
     let env = TestEnv::new().job("a", "0 0 1 1 *", "true").write();
-    let state = env.dir().join("schedctl.db");
-    drop(schedctl::store::Sqlite::open(&state).expect("create"));
-    let conn = rusqlite::Connection::open(&state).expect("raw");
+    let conn = raw_state(&env);
     let long_ago = jiff::Timestamp::now().as_millisecond() - 8 * 24 * 3_600_000;
     conn.execute(
         "INSERT INTO instances (id, host, pid, pid_start, boot_id, started_at, seen_at, role)
