@@ -39,9 +39,10 @@ for m in $METRICS; do
     physical) metrics/physical_limits.sh ;;
     fire)
         # Rep by rep across the adapters, so that the host's load drifting within the run
-        # moves all of them alike.
+        # moves all of them alike; each 1,000-job rep begins with the floors of that minute.
         for n in 1 100 1000; do
             for rep in $(seq 1 "${REPS:-3}"); do
+                [ "$n" = 1000 ] && REP=$rep metrics/physical_limits.sh burst
                 for a in $ALL; do REP=$rep metrics/fire_latency.sh "$a" "$n"; done
             done
         done ;;
