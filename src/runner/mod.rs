@@ -1,7 +1,8 @@
 //! Running one job: [`Executor::start`] spawns it with the documented environment in its own
 //! process group and starts pumping stdout/stderr into the log; [`RunHandle::wait`] sees it
 //! to its end: timeout and stop requests (SIGTERM to the group, `kill_grace`, SIGKILL),
-//! leftover processes of the group cleaned up, output drained, the result file read.
+//! leftover processes of the group cleaned up, output drained; [`Ended::read_result`] then
+//! reads the result file.
 
 mod output;
 mod process;
@@ -50,6 +51,19 @@ pub struct Ended {
     pub ended_at: Timestamp,
     pub output_tail: Vec<u8>,
     pub result: Option<Vec<u8>>,
+    /// Its `$SCHEDCTL_RESULT` file, not read yet: see [`Ended::read_result`].
+    pub result_file: Option<PathBuf>,
+}
+
+impl Ended {
+    /// Read what the job wrote to `$SCHEDCTL_RESULT` into `result` (the file is removed).
+    /// Left to whoever records the end, so that the runs of a held burst look for their
+    /// files (a lookup of a name that is usually not there) after the burst's last start.
+    pub fn read_result(&mut self) {
+        if let Some(path) = self.result_file.take() {
+            self.result = read_result(&path);
+        }
+    }
 }
 
 /// Asks a run to stop: set once, seen by the run at any point of its life.
@@ -337,7 +351,8 @@ impl<C: Clock> RunHandle for Running<C> {
             outcome,
             ended_at,
             output_tail: self.output.tail(),
-            result: read_result(&self.result_path),
+            result: None,
+            result_file: Some(self.result_path),
         }
     }
 }

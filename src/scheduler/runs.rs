@@ -48,13 +48,14 @@ pub(super) async fn drive<C: Clock, E: Executor>(
 ) {
     let (job, run_id) = (Arc::clone(&spec.job), spec.run_id);
     let started_at = ctx.clock.now();
-    let (ended, pid) = match ctx.executor.start(&spec) {
+    let (mut ended, pid) = match ctx.executor.start(&spec) {
         Err(reason) => {
             let ended = Ended {
                 outcome: RunOutcome::SpawnFailed(reason),
                 ended_at: ctx.clock.now(),
                 output_tail: Vec::new(),
                 result: None,
+                result_file: None,
             };
             (ended, None)
         }
@@ -102,6 +103,7 @@ pub(super) async fn drive<C: Clock, E: Executor>(
             (ended, Some(pid))
         }
     };
+    ended.read_result();
     let outcome = &ended.outcome.clone();
     let retry = retry_of(&spec, outcome, &ended);
     let finish = Finish {

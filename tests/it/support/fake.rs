@@ -119,6 +119,7 @@ impl RunHandle for FakeHandle {
             ended_at: self.clock.now(),
             output_tail: Vec::new(),
             result: None,
+            result_file: None,
         }
     }
 }
