@@ -6,7 +6,7 @@ R=${RESULTS_DIR:-results}
 t() { [ -s "$R/$1.jsonl" ] && { echo; echo "### $1"; $S "$R/$1.jsonl" "$2" "$3"; }; }
 t physical_spawn mode,workers spawns_per_s
 t physical_sqlite synchronous,fs commits_per_s
-t physical_burst mode,threads,n_jobs p50_ms,p99_ms,max_ms,parent_cpu_ms
+t physical_burst measured,mode,threads,n_jobs p50_ms,p99_ms,max_ms,parent_cpu_ms
 t fire_latency adapter,n_jobs p50_ms,p99_ms,max_ms,min_ms,missing,daemon_cpu_ms,children_cpu_ms
 t startup adapter,jobs cpu_settle_s,cpu_ms_at_settle,ready_stamp_s,ready_log_s,rss_kb_end,threads_end
 t startup_validate adapter,jobs median_ms,min_ms,max_ms
