@@ -325,38 +325,69 @@ pub fn push_json_bytes(out: &mut Vec<u8>, s: &str) {
     push_json_utf8(out, s.as_bytes());
 }
 
-/// [`push_json_bytes`] for bytes known to be UTF-8.
+/// [`push_json_bytes`] for bytes known to be UTF-8. Eight bytes at a time are checked for
+/// anything to escape and copied whole when there is none (most output): the byte-by-byte
+/// check made JSON logs of 100-byte lines cost 2.6 times the daemon CPU of text ones.
 fn push_json_utf8(out: &mut Vec<u8>, bytes: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(bytes.len() + 2);
     out.push(b'"');
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    // `bytes[..copied]` is in `out` already.
+    let mut copied = 0;
+    let mut at = 0;
+    for word in bytes.chunks_exact(8) {
+        if needs_escape(u64::from_ne_bytes(word.try_into().expect("8 bytes"))) {
+            copied = escape_into(out, bytes, copied, at..at + 8);
+        }
+        at += 8;
+    }
+    copied = escape_into(out, bytes, copied, at..bytes.len());
+    out.extend_from_slice(&bytes[copied..]);
+    out.push(b'"');
+}
+
+/// Whether any byte of `word` must be escaped in a JSON string: a control character, DEL,
+/// `"` or `\`. (Per byte, `x - 0x01` borrows into the high bit exactly when `x` is 0, and
+/// `x - n` when `x < n`, for `n <= 0x80`; bytes of UTF-8 above 0x7f match none of them.)
+fn needs_escape(word: u64) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH;
+    let equal = |x: u64, c: u8| below(x ^ (ONES * u64::from(c)), 1);
+    (below(word, 0x20) | equal(word, b'"') | equal(word, b'\\') | equal(word, 0x7f)) != 0
+}
+
+/// Escape the bytes of `range` that need it, copying what comes before each from
+/// `bytes[copied..]`; returns how far `bytes` is in `out` now.
+fn escape_into(
+    out: &mut Vec<u8>,
+    bytes: &[u8],
+    mut copied: usize,
+    range: std::ops::Range<usize>,
+) -> usize {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for i in range {
+        let b = bytes[i];
         let escape: &[u8] = match b {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
             b'\n' => b"\\n",
             b'\r' => b"\\r",
             b'\t' => b"\\t",
-            0..=0x1f | 0x7f => b"",
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        if escape.is_empty() {
-            out.extend_from_slice(&[
+            0..=0x1f | 0x7f => &[
                 b'\\',
                 b'u',
                 b'0',
                 b'0',
                 HEX[(b >> 4) as usize],
                 HEX[(b & 0xf) as usize],
-            ]);
-        } else {
-            out.extend_from_slice(escape);
-        }
-        start = i + 1;
+            ],
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[copied..i]);
+        out.extend_from_slice(escape);
+        copied = i + 1;
     }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
+    copied
 }
 
 /// The `tracing` layer that renders the daemon's own events into the sink.
@@ -547,6 +578,48 @@ mod tests {
             String::from_utf8(out).expect("utf8"),
             "{\"ts\":\"2026-11-24T23:34:45.123Z\",\"level\":\"INFO\",\"job\":\"backup\",\"run_id\":7,\"stream\":\"stdout\",\"message\":\"say \\\"hi\\\"\\t\\u0001\u{fffd}\"}\n"
         );
+    }
+
+    #[test]
+    fn json_strings_escape_every_byte_the_same_wherever_it_is() {
+        // Byte by byte, the plain way.
+        fn reference(bytes: &[u8]) -> Vec<u8> {
+            let mut out = vec![b'"'];
+            for &b in bytes {
+                match b {
+                    b'"' => out.extend_from_slice(b"\\\""),
+                    b'\\' => out.extend_from_slice(b"\\\\"),
+                    b'\n' => out.extend_from_slice(b"\\n"),
+                    b'\r' => out.extend_from_slice(b"\\r"),
+                    b'\t' => out.extend_from_slice(b"\\t"),
+                    0..=0x1f | 0x7f => out.extend_from_slice(format!("\\u{b:04x}").as_bytes()),
+                    _ => out.push(b),
+                }
+            }
+            out.push(b'"');
+            out
+        }
+        let check = |line: &[u8]| {
+            let mut out = b"kept".to_vec();
+            push_json_utf8(&mut out, line);
+            assert_eq!(out[4..], reference(line), "{line:?}");
+        };
+        // Every byte value at each place of two words and a tail, alone and next to `"`.
+        for b in 0..=255u8 {
+            for at in 0..19 {
+                let mut line = vec![b'x'; 19];
+                line[at] = b;
+                check(&line);
+                line[(at + 1) % 19] = b'"';
+                check(&line);
+            }
+        }
+        // Lines of every length up to three words, all plain or all escapes.
+        for len in 0..=24 {
+            check(&vec![b'a'; len]);
+            check(&vec![b'\n'; len]);
+            check(&"é".repeat(len).into_bytes());
+        }
     }
 
     #[test]
