@@ -279,10 +279,15 @@ fn overlap_skip_is_logged() {
 #[test]
 fn every_run_of_a_burst_is_logged_and_recorded_although_its_bookkeeping_waits() {
     // More jobs due at one instant than the loop starts without holding the runs'
-    // bookkeeping (recording, logging, the store's writes) until the batch is started.
+    // bookkeeping (recording, logging, the store's writes, looking for the result file)
+    // until the batch is started.
     const JOBS: usize = 40;
     let env = (0..JOBS).fold(TestEnv::new(), |env, i| {
-        env.job(&format!("b{i:02}"), "* * * * * *", "echo out $SCHEDCTL_JOB")
+        env.job(
+            &format!("b{i:02}"),
+            "* * * * * *",
+            "echo out $SCHEDCTL_JOB; echo $SCHEDCTL_RUN_ID > \"$SCHEDCTL_RESULT\"",
+        )
     });
     let env = env.write();
     let mut daemon = env.daemon();
@@ -306,6 +311,14 @@ fn every_run_of_a_burst_is_logged_and_recorded_although_its_bookkeeping_waits() 
             "{job}: {}",
             history.stdout
         );
+        // Each run's result file was read when its end was recorded: its own run id.
+        let runs: serde_json::Value = serde_json::from_str(&history.stdout).expect("json");
+        for run in runs.as_array().expect("runs") {
+            let id = run["run_id"].to_string();
+            let logs = env.run(&["logs", &id, "--json"]);
+            let json: serde_json::Value = serde_json::from_str(&logs.stdout).expect("json");
+            assert_eq!(json["result"], format!("{id}\n"), "{job}: {}", logs.stdout);
+        }
     }
 }
 
