@@ -8,6 +8,9 @@ t physical_spawn mode,workers spawns_per_s
 t physical_sqlite synchronous,fs commits_per_s
 t physical_burst measured,mode,threads,n_jobs p50_ms,p99_ms,max_ms,parent_cpu_ms
 t fire_latency adapter,n_jobs p50_ms,p99_ms,max_ms,min_ms,missing,daemon_cpu_ms,children_cpu_ms
+[ -s "$R/fire_latency.jsonl" ] && grep -q '"measured":"fire_reps"' "$R/physical_burst.jsonl" 2>/dev/null && {
+    echo; echo "### fire_latency against the floors of the same rep (1,000 jobs)"
+    python3 lib/stats.py floor_ratio "$R/fire_latency.jsonl" "$R/physical_burst.jsonl"; }
 t startup adapter,jobs cpu_settle_s,cpu_ms_at_settle,ready_stamp_s,ready_log_s,rss_kb_end,threads_end
 t startup_validate adapter,jobs median_ms,min_ms,max_ms
 t idle_cost adapter,jobs cpu_ms,perf_task_clock_ms,ctxsw,perf_ctxsw,wakeups_per_s,rss_kb,threads,stray_fires

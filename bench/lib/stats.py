@@ -8,6 +8,8 @@
                                                 logged that it leads, the gap until the next fire and
                                                 that instant's lateness; instants fired twice or never
   stats.py summarize FILE.jsonl GROUPKEYS METRICS -> markdown table, median [min..max] over reps
+  stats.py floor_ratio FIRE.jsonl BURST.jsonl -> markdown table: each 1,000-job fire rep's p99
+                                                against the floors measured at the start of that rep
 """
 import datetime, json, math, os, statistics, sys
 
@@ -188,7 +190,36 @@ def summarize(path, groupkeys, metrics):
         print("| " + " | ".join(cells) + " |")
 
 
+def floor_ratio(fire_path, burst_path):
+    """Pair each 1,000-job fire rep with the floors run.sh measured at its start (the rows
+    of physical_burst with "measured": "fire_reps" and the same rep; the k-th run of a rep
+    with the k-th run of its floors when a file holds several runs)."""
+    def rows(path):
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+    floors = {}
+    for d in rows(burst_path):
+        if d.get("measured") == "fire_reps":
+            floors.setdefault((d["mode"], d["rep"]), []).append(d["p99_ms"])
+    seen = {}
+    print("| adapter | rep | p99_ms | vfork floor p99_ms | armed floor p99_ms | p99 / vfork floor | p99 / armed floor |")
+    print("|---|---|---|---|---|---|---|")
+    for d in rows(fire_path):
+        # rows copied in from another run say so ("from"): no floor of theirs is here
+        if d.get("n_jobs") != 1000 or "from" in d or not isinstance(d.get("p99_ms"), (int, float)):
+            continue
+        key = (d["adapter"], d["rep"])
+        k = seen[key] = seen.get(key, -1) + 1
+        vfork = (floors.get(("vfork", d["rep"])) or [])[k:k + 1]
+        armed = (floors.get(("armed", d["rep"])) or [])[k:k + 1]
+        if not vfork or not armed:
+            continue
+        p99 = d["p99_ms"]
+        print(f"| {d['adapter']} | {d['rep']} | {fmt(p99)} | {fmt(vfork[0])} | {fmt(armed[0])} "
+              f"| {p99 / vfork[0]:.2f} | {p99 / armed[0]:.2f} |")
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {"latency": latency, "rate": rate, "pairs": pairs, "failover": failover,
-     "summarize": summarize}[cmd](*args)
+     "summarize": summarize, "floor_ratio": floor_ratio}[cmd](*args)
