@@ -83,8 +83,9 @@ static void *worker(void *arg) {
     return NULL;
 }
 
-/* armed: one waiting child. It shares this process's memory, so it uses raw system calls only
-   (no errno, no locks) until execve replaces it. */
+/* armed: one waiting child. It shares this process's memory (and the main thread's TLS), so it
+   makes system calls through syscall() only, no locks or allocation, until execve replaces it; a
+   failing call sets the main thread's errno, which nothing reads after arming. */
 struct armed { char tag[16]; char *argv[4]; int out, err; };
 
 static int armed_child(void *arg) {
