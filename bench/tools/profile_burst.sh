@@ -18,21 +18,23 @@ if [ -z "${BIN:-}" ]; then
         RUSTFLAGS="-C force-frame-pointers=yes" cargo build --release --quiet)
     BIN="$SB_TMP/fp-target/release/schedctl"
 fi
-run="$SB_TMP/profile"; rm -rf "$run"; mkdir -p "$run"
+# The stamps go to a directory of their own: the daemon's file watcher would be woken by
+# every write beside jobs.toml, which no real deployment does.
+run="$SB_TMP/profile"; rm -rf "$run"; mkdir -p "$run/out"
 T=$(( $(date +%s) + 3 )); s6=$(date -u -d "@$T" +'%-S %-M %-H * * *')
 {
     printf '[daemon]\ntimezone = "UTC"\n'
     for i in $(seq 1 "$N"); do
-        printf '[jobs.j%d]\nschedule = "%s"\ncommand = "%s %s/stamps %d"\n' "$i" "$s6" "$STAMP" "$run" "$i"
+        printf '[jobs.j%d]\nschedule = "%s"\ncommand = "%s %s/stamps %d"\n' "$i" "$s6" "$STAMP" "$run/out" "$i"
     done
 } > "$run/jobs.toml"
 "$BIN" --config "$run/jobs.toml" daemon > "$run/daemon.log" 2>&1 &
 pid=$!
 while [ "$(now_ns)" -lt $(( T * 1000000000 - 300000000 )) ]; do sleep 0.02; done
 perf record -a -g -F "$FREQ" -o "$run/perf.data" -- sleep 1.5 > /dev/null 2>&1
-wait_unique "$run/stamps" "$N" $(( (T + 60) * 1000000000 )) || log "timeout: not every job stamped"
+wait_unique "$run/out/stamps" "$N" $(( (T + 60) * 1000000000 )) || log "timeout: not every job stamped"
 stop_pid "$pid"
-python3 "$BENCH_DIR/lib/stats.py" latency "$run/stamps" "${T}000000000" "$N"; echo
+python3 "$BENCH_DIR/lib/stats.py" latency "$run/out/stamps" "${T}000000000" "$N"; echo
 python3 "$HERE/burst_profile.py" "$run/perf.data" "$FREQ" "$N" "$pid"
 [ -n "${KEEP:-}" ] && cp "$run/perf.data" "$KEEP"
 exit 0
