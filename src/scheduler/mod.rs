@@ -124,12 +124,15 @@ pub struct Scheduler<C: Clock, E: Executor> {
     holds: hold::Holds,
     /// A held batch ran since the last time no run was left: give the heap back then.
     trim_when_idle: bool,
+    /// Waits for the instant of runs decided ahead of it (`fire`); made by `run`.
+    start_timer: Option<C::Timer>,
 }
 
 impl<C: Clock, E: Executor> Scheduler<C, E> {
     pub fn new(parts: Parts<C, E>, config: Config) -> Self {
         let (events_tx, _) = mpsc::unbounded_channel();
         let mut scheduler = Scheduler {
+            start_timer: None,
             anchor: parts.clock.now(),
             clock: parts.clock,
             executor: Arc::new(parts.executor),
@@ -161,6 +164,7 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
     /// Run until told to stop, then hand over the lease and drain: the daemon's life.
     pub async fn run(mut self, mut control: mpsc::Receiver<Control>) -> std::io::Result<()> {
         let mut timer = self.clock.timer()?;
+        self.start_timer = Some(self.clock.timer()?);
         let mut watchdog = self.service.watchdog();
         let (events_tx, mut events_rx) = mpsc::unbounded_channel();
         self.events_tx = events_tx;
@@ -190,7 +194,10 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
             if self.epoch.is_some() {
                 self.fire_due(self.clock.now()).await;
             }
-            let deadline = self.next_deadline();
+            // Woken a little ahead: see `fire::DECIDE_AHEAD`.
+            let deadline = self
+                .next_deadline()
+                .map(|t| t.checked_sub(fire::DECIDE_AHEAD).unwrap_or(t));
             tokio::select! {
                 biased;
                 // First, so that a flood of other events cannot starve it; the ping comes

@@ -55,6 +55,41 @@ async fn seconds_field_fires_every_second() {
 }
 
 #[tokio::test]
+async fn runs_are_decided_just_ahead_of_their_instant_and_start_at_it() {
+    let mut h = Harness::start(
+        &jobs("[jobs.hourly]\nschedule = \"0 * * * *\"\ncommand = \"true\"\n"),
+        "2026-11-24T10:59:00Z",
+    )
+    .await;
+    // 3 ms before the instant the run is decided and recorded; the loop then waits for
+    // the instant (and answers nothing meanwhile, so this reads the store).
+    h.clock.set(ts("2026-11-24T10:59:59.997Z"));
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while h.history().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run was not recorded ahead"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let recorded = h.history().remove(0);
+    assert_eq!(recorded.scheduled_for, ts("2026-11-24T11:00:00Z"));
+    assert_eq!(recorded.created_at, ts("2026-11-24T10:59:59.997Z"));
+    h.set_time("2026-11-24T11:00:00Z").await;
+    let started = h.started();
+    assert_eq!(started.len(), 1);
+    assert_eq!(
+        started[0].started_at,
+        ts("2026-11-24T11:00:00Z"),
+        "started at the instant, not when decided"
+    );
+    // 6 ms ahead is too early to decide.
+    h.set_time("2026-11-24T11:59:59.994Z").await;
+    assert_eq!(h.history().len(), 1);
+    assert!(h.started().is_empty());
+}
+
+#[tokio::test]
 async fn each_job_fires_in_its_own_time_zone_across_dst() {
     let mut h = Harness::start(
         &jobs(

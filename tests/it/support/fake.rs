@@ -32,6 +32,8 @@ use tokio::sync::{mpsc, oneshot};
 /// with an outcome of the test's choice.
 pub struct FakeRun {
     pub spec: RunSpec,
+    /// The fake time when the loop started it.
+    pub started_at: Timestamp,
     pub stop: StopRequest,
     done: Option<oneshot::Sender<RunOutcome>>,
     held: Arc<AtomicBool>,
@@ -67,6 +69,7 @@ pub struct FakeExecutor {
 
 pub struct FakeHandle {
     clock: FakeClock,
+    started_at: Timestamp,
     done: oneshot::Receiver<RunOutcome>,
     spec: RunSpec,
     runs: mpsc::UnboundedSender<FakeRun>,
@@ -80,6 +83,7 @@ impl Executor for FakeExecutor {
         // Announced when it waits, so the test also sees the stop request.
         let handle = FakeHandle {
             clock: self.clock.clone(),
+            started_at: self.clock.now(),
             done,
             spec: spec.clone(),
             runs: self.runs.clone(),
@@ -103,6 +107,7 @@ impl RunHandle for FakeHandle {
         drop(self.done);
         let _ = self.runs.send(FakeRun {
             spec: self.spec.clone(),
+            started_at: self.started_at,
             stop: stop.clone(),
             done: Some(done_tx),
             held: Arc::new(AtomicBool::new(true)),
