@@ -63,6 +63,7 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
     /// instant counts as come when it is at most [`DECIDE_AHEAD`] away: its runs are
     /// decided now and start at it.
     pub(super) async fn fire_due(&mut self, now: Timestamp) {
+        // From here on `now` is the time decided for: the instant, when it is that close.
         let now = self
             .next_deadline()
             .filter(|&next| {
@@ -145,10 +146,10 @@ impl<C: Clock, E: Executor> Scheduler<C, E> {
     }
 
     /// Decide each planned run, record the decisions in transactions fenced by our epoch,
-    /// and start what was recorded, not before `due_at` (the instant a batch decided ahead is
-    /// due; a step of the wall clock meanwhile starts it at once). A large batch is recorded in chunks of doubling size
-    /// (32, 64, 128...), all sent to the store at once, so that the store records the next
-    /// chunk while the runs of one start: 1,000 runs due at one instant took ~20 ms to
+    /// and start what was recorded, not before `due_at` (the instant a batch decided ahead
+    /// is due; a step of the wall clock meanwhile starts it at once). A large batch is
+    /// recorded in chunks of doubling size (32, 64, 128...), all sent to the store at once,
+    /// so that the store records the next chunk while the runs of one start: 1,000 runs due at one instant took ~20 ms to
     /// record in one transaction before the first could start, and in two (32, then the
     /// rest) the starts still stalled ~20 ms after the 32nd.
     pub(super) async fn fire(&mut self, batch: Vec<Planned>, due_at: Timestamp) {
