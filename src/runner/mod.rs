@@ -50,19 +50,16 @@ pub struct Ended {
     pub outcome: RunOutcome,
     pub ended_at: Timestamp,
     pub output_tail: Vec<u8>,
-    pub result: Option<Vec<u8>>,
     /// Its `$SCHEDCTL_RESULT` file, not read yet: see [`Ended::read_result`].
     pub result_file: Option<PathBuf>,
 }
 
 impl Ended {
-    /// Read what the job wrote to `$SCHEDCTL_RESULT` into `result` (the file is removed).
-    /// Left to whoever records the end, so that the runs of a held burst look for their
-    /// files (a lookup of a name that is usually not there) after the burst's last start.
-    pub fn read_result(&mut self) {
-        if let Some(path) = self.result_file.take() {
-            self.result = read_result(&path);
-        }
+    /// What the job wrote to `$SCHEDCTL_RESULT`, if anything (the file is removed). Left to
+    /// whoever records the end, so that the runs of a held burst look for their files (a
+    /// lookup of a name that is usually not there) after the burst's last start.
+    pub fn read_result(&mut self) -> Option<Vec<u8>> {
+        read_result(&self.result_file.take()?)
     }
 }
 
@@ -351,7 +348,6 @@ impl<C: Clock> RunHandle for Running<C> {
             outcome,
             ended_at,
             output_tail: self.output.tail(),
-            result: None,
             result_file: Some(self.result_path),
         }
     }

@@ -54,7 +54,6 @@ pub(super) async fn drive<C: Clock, E: Executor>(
                 outcome: RunOutcome::SpawnFailed(reason),
                 ended_at: ctx.clock.now(),
                 output_tail: Vec::new(),
-                result: None,
                 result_file: None,
             };
             (ended, None)
@@ -103,7 +102,7 @@ pub(super) async fn drive<C: Clock, E: Executor>(
             (ended, Some(pid))
         }
     };
-    ended.read_result();
+    let result = ended.read_result();
     let outcome = &ended.outcome.clone();
     let retry = retry_of(&spec, outcome, &ended);
     let finish = Finish {
@@ -116,7 +115,7 @@ pub(super) async fn drive<C: Clock, E: Executor>(
         signal: outcome.signal(),
         reason: (!outcome.is_success()).then(|| outcome.reason()),
         output_tail: ended.output_tail,
-        result: ended.result,
+        result,
         success: outcome.is_success(),
         pause_after: job.settings.max_failures,
     };

@@ -123,7 +123,6 @@ impl RunHandle for FakeHandle {
             outcome,
             ended_at: self.clock.now(),
             output_tail: Vec::new(),
-            result: None,
             result_file: None,
         }
     }
