@@ -15,7 +15,7 @@ t startup adapter,jobs cpu_settle_s,cpu_ms_at_settle,ready_stamp_s,ready_log_s,r
 t startup_validate adapter,jobs median_ms,min_ms,max_ms
 t idle_cost adapter,jobs cpu_ms,perf_task_clock_ms,ctxsw,perf_ctxsw,wakeups_per_s,rss_kb,threads,stray_fires
 t spawn_throughput adapter,offered_per_s achieved_per_s,min_sec_count,max_sec_count,lateness_p50_ms,lateness_p99_ms,rss_kb
-t output_capture adapter,mb,line_bytes job_s,direct_s,pipe_cat_s,daemon_peak_rss_kb,daemon_tree_peak_rss_kb,daemon_hwm_kb,daemon_cpu_ms
+t output_capture adapter,mb,line_bytes job_s,lines_per_s,direct_s,pipe_cat_s,daemon_peak_rss_kb,daemon_tree_peak_rss_kb,daemon_hwm_kb,daemon_cpu_ms
 t run_now adapter,count p50_ms,p99_ms,max_ms,min_ms,missing
 t failover adapter kills,takeover_p50_ms,takeover_max_ms,next_late_p50_ms,next_late_max_ms,gap_p50_ms,fired_twice,never_fired,next_instant_missed
 t store_write batch runs_per_s,transactions_per_s,record_us_per_run,running_us_per_run,finish_us_per_run

@@ -163,6 +163,13 @@ def fmt(v):
     return str(v)
 
 
+# Metrics a summary can show that the rows do not carry, computed from what they do.
+DERIVED = {
+    # output_capture: MB MiB of LINE_BYTES-byte lines logged in job_s seconds
+    "lines_per_s": lambda d: d["mb"] * 2**20 // d["line_bytes"] / d["job_s"],
+}
+
+
 def summarize(path, groupkeys, metrics):
     groupkeys = groupkeys.split(",")
     metrics = metrics.split(",")
@@ -173,6 +180,12 @@ def summarize(path, groupkeys, metrics):
             if not line:
                 continue
             d = json.loads(line)
+            for m in metrics:
+                if m in DERIVED and m not in d:
+                    try:
+                        d[m] = DERIVED[m](d)
+                    except (KeyError, TypeError, ZeroDivisionError):
+                        pass
             k = tuple(d.get(g) for g in groupkeys)
             groups.setdefault(k, []).append(d)
     print("| " + " | ".join(groupkeys + ["reps"] + metrics) + " |")
